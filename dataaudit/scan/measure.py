@@ -1,0 +1,237 @@
+"""Everything the index stores about one file, computed from its bytes in one pass.
+
+:func:`measure` is a pure function of the bytes: it never raises and touches no database,
+so the same code runs in the local process pool today and in a distributed engine later.
+Each file is decoded once; statistics, hashes, the thumbnail and the embedder's input are
+all taken from that one decode (for large JPEGs, a DCT-scaled draft decode).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import imagehash
+import numpy as np
+import xxhash
+from PIL import Image
+
+from dataaudit.scan.decode import DEFAULT_BOMB_PIXELS, Decoded, decode, extension_matches
+
+# Statuses that make a file unusable for training.
+CORRUPT_STATUSES = frozenset({"empty", "not_image", "truncated", "unreadable", "corrupt"})
+
+_BIT_DEPTH = {"1": 1, "L": 8, "P": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8, "LA": 8,
+              "PA": 8, "La": 8, "RGBa": 8, "LAB": 8, "HSV": 8, "I;16": 16, "I;16B": 16,
+              "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}  # fmt: skip
+_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3,
+             "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "CMYK": 4}  # fmt: skip
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Parameters of the per-file measurement; recorded with every scan run."""
+
+    stats_size: int = 128  # statistics are taken on an image fitting this box
+    draft_size: int = 160  # JPEGs at least twice this are DCT-scaled to at least this
+    thumb_size: int = 128  # thumbnail box; 0 disables thumbnails
+    thumb_quality: int = 80
+    bomb_pixels: int = DEFAULT_BOMB_PIXELS
+    embed_size: int = 0  # >0: also return the embedder's input at this size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def empty_record() -> dict[str, Any]:
+    """A record with every measured column present, so batches share one shape."""
+    return dict.fromkeys(MEASURED_COLUMNS)
+
+
+MEASURED_COLUMNS = (
+    "content_hash", "format", "format_matches_ext", "width", "height", "mode", "channels",
+    "bit_depth", "has_alpha", "n_frames", "exif_orientation", "exif", "decode_status",
+    "is_corrupt", "error_class", "error_message", "decode_scale", "trailing_bytes",
+    "pixel_hash", "phash", "dhash", "brightness_mean", "brightness_p05", "brightness_p95",
+    "contrast", "blur", "entropy", "colorfulness", "is_grayscale", "max_channel_diff",
+    "dark_fraction", "bright_fraction",
+)  # fmt: skip
+
+
+@dataclass
+class Measurement:
+    record: dict[str, Any]
+    thumbnail: bytes | None = None
+    embed_pixels: np.ndarray | None = None
+
+
+def measure(data: bytes, ext: str, config: MeasureConfig, embed_spec: Any = None) -> Measurement:
+    """Measure one file's bytes. Never raises: failures become flags in the record."""
+    rec = empty_record()
+    rec["content_hash"] = xxhash.xxh3_128_hexdigest(data)
+    d = decode(data, config.draft_size, config.bomb_pixels)
+    _fill_header(rec, d, ext)
+    if d.image is None:
+        return Measurement(rec)
+    try:
+        return _measure_pixels(rec, d, config, embed_spec)
+    except Exception as exc:  # e.g. an exotic mode numpy cannot view
+        rec["decode_status"], rec["is_corrupt"] = "unreadable", True
+        rec["error_class"], rec["error_message"] = type(exc).__name__, str(exc)[:300]
+        return Measurement(rec)
+
+
+def _fill_header(rec: dict[str, Any], d: Decoded, ext: str) -> None:
+    rec["format"] = d.format
+    rec["format_matches_ext"] = extension_matches(d.format, ext)
+    rec["width"], rec["height"], rec["mode"] = d.width, d.height, d.mode
+    rec["channels"] = _CHANNELS.get(d.mode) if d.mode else None
+    rec["bit_depth"] = _BIT_DEPTH.get(d.mode) if d.mode else None
+    rec["has_alpha"] = (
+        (d.mode in ("RGBA", "LA", "PA", "RGBa", "La") or d.transparency) if d.mode else None
+    )
+    rec["n_frames"] = d.n_frames
+    rec["exif_orientation"] = d.exif_orientation
+    rec["exif"] = _json(d.exif) if d.exif else None
+    rec["decode_status"] = d.status
+    rec["is_corrupt"] = d.status in CORRUPT_STATUSES
+    rec["error_class"], rec["error_message"] = d.error_class, d.error_message
+    rec["decode_scale"] = d.decode_scale
+    rec["trailing_bytes"] = d.trailing_bytes
+
+
+def _measure_pixels(rec: dict[str, Any], d: Decoded, config: MeasureConfig, embed_spec: Any):
+    im = d.image
+    assert im is not None
+    rec["pixel_hash"] = xxhash.xxh3_128_hexdigest(f"{im.mode}{im.size}".encode() + im.tobytes())
+    rgb = to_rgb(im)
+    small = rgb
+    if max(rgb.size) > config.stats_size:
+        small = rgb.copy()
+        small.thumbnail((config.stats_size, config.stats_size), Image.Resampling.BILINEAR)
+    # Hashes from the statistics image: identical to imagehash on the full image when it
+    # already fits the box, and within a bit or two otherwise, at a fraction of the cost.
+    gray = small.convert("L")
+    rec["phash"] = hash_to_int(imagehash.phash(gray))
+    rec["dhash"] = hash_to_int(imagehash.dhash(gray))
+    rec.update(image_stats(np.asarray(small)))
+    out = Measurement(rec)
+    if config.thumb_size:
+        out.thumbnail = make_thumbnail(small, d.exif_orientation, config)
+    if config.embed_size and embed_spec is not None:
+        from dataaudit.embed.spec import prepare_pixels  # torch-free
+
+        out.embed_pixels = prepare_pixels(rgb, embed_spec)
+    return out
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, scaling 16/32-bit data instead of clipping."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im, dtype=np.float32) / 257.0
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F"):  # unknown range: stretch to 0..255
+        arr = np.asarray(im, dtype=np.float64)
+        span = max(float(arr.max() - arr.min()), 1e-9)
+        arr = (arr - arr.min()) / span * 255.0
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
+
+
+def hash_to_int(h: imagehash.ImageHash) -> int:
+    """64-bit hash as a signed int64 (the same bits), so SQL can XOR and bit_count it."""
+    bits = np.packbits(h.hash.flatten())
+    return int.from_bytes(bits.tobytes(), "big", signed=True)
+
+
+def image_stats(rgb: np.ndarray) -> dict[str, Any]:
+    """Brightness, contrast, blur, entropy and colour statistics of an RGB uint8 array."""
+    px = rgb.astype(np.float32)
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    gray = 0.299 * r + 0.587 * g + 0.114 * b
+    p05, p95 = np.percentile(gray, [5, 95])
+    hist = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    p = hist[hist > 0] / gray.size
+    rg, yb = r - g, 0.5 * (r + g) - b
+    colorfulness = float(
+        np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    )
+    diff = max(float(np.abs(r - g).max()), float(np.abs(g - b).max()))
+    return {
+        "brightness_mean": float(gray.mean()),
+        "brightness_p05": float(p05),
+        "brightness_p95": float(p95),
+        "contrast": float(gray.std()),
+        "blur": laplacian_variance(gray),
+        "entropy": float(-(p * np.log2(p)).sum()),
+        "colorfulness": colorfulness,
+        "is_grayscale": diff <= 3.0,
+        "max_channel_diff": diff,
+        "dark_fraction": float((gray <= 5).mean()),
+        "bright_fraction": float((gray >= 250).mean()),
+    }
+
+
+def laplacian_variance(gray: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian: low means few edges (blurry or flat).
+
+    Taken on the statistics image (at most ``stats_size`` on a side), so the score of a
+    large photo is comparable with that of a small one.
+    """
+    if gray.shape[0] < 3 or gray.shape[1] < 3:
+        return 0.0
+    lap = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def make_thumbnail(small: Image.Image, orientation: int | None, config: MeasureConfig) -> bytes:
+    """A small upright JPEG so the app never reopens full-size files to draw a grid."""
+    thumb = small
+    if orientation in _ORIENTATION_TRANSPOSE:
+        thumb = thumb.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    if max(thumb.size) > config.thumb_size:
+        thumb = thumb.copy()
+        thumb.thumbnail((config.thumb_size, config.thumb_size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=config.thumb_quality)
+    return buf.getvalue()
+
+
+def measure_file(
+    abs_path: str, ext: str, config: MeasureConfig, embed_spec: Any = None
+) -> Measurement:
+    """Read a file and measure it; an unreadable file becomes a flagged record."""
+    try:
+        with open(abs_path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        rec = empty_record()
+        rec.update(
+            decode_status="unreadable",
+            is_corrupt=True,
+            error_class=type(exc).__name__,
+            error_message=f"cannot read file: {exc.strerror or exc}",
+        )
+        return Measurement(rec)
+    return measure(data, ext or os.path.splitext(abs_path)[1], config, embed_spec)
+
+
+def _json(obj: dict[str, str]) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,181 @@
+"""Open, create and write the DuckDB index; record runs.
+
+The schema lives in ``schema.sql`` beside this file. Writes go through Arrow frames in
+batches (never row by row), and each batch is one transaction, so a killed scan loses
+nothing that was already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from dataaudit.discover import INDEX_DIR_NAME
+from dataaudit.errors import DataAuditError
+
+SCHEMA_VERSION = 1
+INDEX_FILE_NAME = "index.duckdb"
+_SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+
+def fallback_index_dir(root: Path) -> Path:
+    """Where the index goes when the dataset folder is read-only: a per-root cache folder."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return cache / "dataaudit" / f"{root.name or 'root'}-{digest}"
+
+
+def default_index_path(root: Path) -> Path:
+    """``ROOT/.dataaudit/index.duckdb``, or the cache fallback if ROOT is not writable."""
+    local = root / INDEX_DIR_NAME
+    if local.is_dir() and os.access(local, os.W_OK):
+        return local / INDEX_FILE_NAME
+    if not local.exists() and os.access(root, os.W_OK):
+        return local / INDEX_FILE_NAME
+    return fallback_index_dir(root) / INDEX_FILE_NAME
+
+
+def find_index(path: str | Path) -> Path:
+    """Locate an existing index from a dataset folder (or accept the index file itself)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise DataAuditError(f"path does not exist: {path}", "pass the dataset folder you scanned")
+    for candidate in (
+        p / INDEX_DIR_NAME / INDEX_FILE_NAME,
+        fallback_index_dir(p) / INDEX_FILE_NAME,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise DataAuditError(f"no index found for {path}", f"run `dataaudit scan {path}` first")
+
+
+def _check_is_duckdb(db_path: Path) -> None:
+    if not db_path.exists() or db_path.stat().st_size == 0:
+        return
+    with open(db_path, "rb") as f:
+        head = f.read(12)
+    if head[8:12] != b"DUCK":
+        raise DataAuditError(
+            f"{db_path} exists but is not a DuckDB database",
+            "move it away or pass another --db path; dataaudit will not overwrite it",
+        )
+
+
+def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) an index and make sure its schema is current."""
+    db_path = Path(db_path)
+    _check_is_duckdb(db_path)
+    if read_only and not db_path.exists():
+        raise DataAuditError(f"no index at {db_path}", "run `dataaudit scan` first")
+    if not read_only:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(db_path), read_only=read_only)
+    except duckdb.IOException as exc:
+        msg = str(exc)
+        if "lock" in msg.lower():
+            raise DataAuditError(
+                f"the index {db_path} is in use by another process",
+                "wait for the running scan to finish, or close the other program",
+            ) from exc
+        raise DataAuditError(f"cannot open index {db_path}: {msg}") from exc
+    except duckdb.Error as exc:
+        raise DataAuditError(
+            f"cannot open index {db_path}: {exc}", "pass another --db path or delete the file"
+        ) from exc
+    if not read_only:
+        ensure_schema(con)
+    else:
+        _check_version(con)
+    return con
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables; refuse an index written by an incompatible version."""
+    _check_version(con)
+    con.execute(_SCHEMA_SQL.read_text())
+    set_meta(con, "schema_version", str(SCHEMA_VERSION))
+
+
+def _check_version(con: duckdb.DuckDBPyConnection) -> None:
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+    ).fetchone()[0]
+    if not has_meta:
+        return
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row and int(row[0]) != SCHEMA_VERSION:
+        raise DataAuditError(
+            f"index schema version {row[0]} differs from this dataaudit's {SCHEMA_VERSION}",
+            "re-scan with --db pointing at a new file",
+        )
+
+
+def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+
+def get_meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def write_frame(
+    con: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame, replace: bool = False
+) -> None:
+    """Insert a frame by column name in one statement (``replace``: upsert on the key)."""
+    if df.height == 0:
+        return
+    verb = "INSERT OR REPLACE INTO" if replace else "INSERT INTO"
+    con.register("_frame", df.to_arrow())
+    try:
+        con.execute(f"{verb} {table} BY NAME SELECT * FROM _frame")
+    finally:
+        con.unregister("_frame")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shapes the stored numbers."""
+    out = {"python": platform.python_version()}
+    for dist in ("dataaudit", "pillow", "imagehash", "duckdb", "polars", "numpy", "xxhash"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    for mod in ("torch", "torchvision", "timm"):
+        if mod in sys.modules:
+            out[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return out
+
+
+def start_run(con: duckdb.DuckDBPyConnection, kind: str, params: dict[str, Any]) -> int:
+    """Record the start of a run and return its id."""
+    run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()[0]
+    con.execute(
+        "INSERT INTO runs (run_id, kind, status, started_at, params, versions) "
+        "VALUES (?, ?, 'running', ?, ?, ?)",
+        [run_id, kind, datetime.now(), json.dumps(params, default=str),
+         json.dumps(library_versions())],
+    )  # fmt: skip
+    return int(run_id)
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection, run_id: int, status: str, counts: dict[str, Any]
+) -> None:
+    con.execute(
+        "UPDATE runs SET status = ?, ended_at = ?, counts = ? WHERE run_id = ?",
+        [status, datetime.now(), json.dumps(counts, default=str), run_id],
+    )

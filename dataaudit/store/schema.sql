@@ -1,0 +1,79 @@
+-- dataaudit index schema: the product's contract. Any DuckDB client can open the file.
+-- Bump SCHEMA_VERSION in dataaudit/store/db.py when this changes.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   VARCHAR PRIMARY KEY,   -- schema_version, root, layout, ...
+    value VARCHAR
+);
+
+-- One row per file that is an image or claims to be one (by extension or by content).
+CREATE TABLE IF NOT EXISTS images (
+    file_id            BIGINT PRIMARY KEY,  -- xxh3_64 of the relative path, as int64
+    path               VARCHAR NOT NULL,    -- POSIX path relative to the dataset root
+    split              VARCHAR,             -- train / val / test, or NULL
+    label              VARCHAR,             -- class name, or NULL when unlabelled
+    bytes              BIGINT NOT NULL,
+    mtime_ns           BIGINT NOT NULL,
+    ext                VARCHAR,             -- lower-case extension with the dot
+    content_hash       VARCHAR,             -- xxh3_128 of the file bytes
+    format             VARCHAR,             -- sniffed from the bytes (JPEG, PNG, ...)
+    format_matches_ext BOOLEAN,             -- NULL when the format is unknown
+    width              INTEGER,             -- as stored, before EXIF rotation
+    height             INTEGER,
+    mode               VARCHAR,             -- Pillow mode: RGB, L, P, CMYK, I;16, ...
+    channels           TINYINT,
+    bit_depth          TINYINT,
+    has_alpha          BOOLEAN,
+    n_frames           INTEGER,
+    exif_orientation   TINYINT,             -- 1..8, NULL when absent
+    exif               VARCHAR,             -- JSON of a few readable EXIF tags
+    decode_status      VARCHAR NOT NULL,    -- ok, empty, not_image, truncated, unreadable,
+                                            -- corrupt, bomb, unsupported
+    is_corrupt         BOOLEAN NOT NULL,    -- unusable for training
+    error_class        VARCHAR,
+    error_message      VARCHAR,
+    decode_scale       TINYINT,             -- JPEG DCT scaling used (1 = full decode)
+    trailing_bytes     BOOLEAN,             -- JPEG with data after the end marker
+    pixel_hash         VARCHAR,             -- xxh3_128 of the decoded pixels
+    phash              BIGINT,              -- 64-bit pHash bits as int64
+    dhash              BIGINT,              -- 64-bit dHash bits as int64
+    brightness_mean    REAL,                -- grey level 0..255
+    brightness_p05     REAL,
+    brightness_p95     REAL,
+    contrast           REAL,                -- std of grey levels
+    blur               REAL,                -- Laplacian variance on a <=128 px image; low = blurry
+    entropy            REAL,                -- bits, 0..8, of the grey histogram
+    colorfulness       REAL,                -- Hasler-Suesstrunk
+    is_grayscale       BOOLEAN,             -- R = G = B (within 3 levels) everywhere
+    max_channel_diff   REAL,
+    dark_fraction      REAL,                -- share of pixels with grey <= 5
+    bright_fraction    REAL,                -- share of pixels with grey >= 250
+    scan_run_id        INTEGER
+);
+
+-- Small upright JPEGs, so the app never reopens full-size files to draw a grid.
+CREATE TABLE IF NOT EXISTS thumbnails (
+    file_id BIGINT PRIMARY KEY,
+    jpeg    BLOB NOT NULL
+);
+
+-- Files that are neither images nor named like one: counted, not indexed.
+CREATE TABLE IF NOT EXISTS skipped_files (
+    file_id  BIGINT PRIMARY KEY,
+    path     VARCHAR NOT NULL,
+    bytes    BIGINT,
+    mtime_ns BIGINT,
+    reason   VARCHAR
+);
+
+-- Every scan / detect / embed / train run, with its parameters and library versions.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     INTEGER PRIMARY KEY,
+    kind       VARCHAR NOT NULL,
+    status     VARCHAR NOT NULL,   -- running, completed, interrupted, failed
+    started_at TIMESTAMP NOT NULL,
+    ended_at   TIMESTAMP,
+    params     JSON,
+    versions   JSON,
+    counts     JSON
+);
