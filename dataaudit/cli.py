@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -21,7 +22,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from dataaudit.errors import DataAuditError
@@ -46,6 +46,19 @@ def _root() -> None:
     """Index an image dataset, find what is wrong with it, and fix it before training."""
 
 
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with detector thresholds.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one threshold: section.key=value (repeatable)."),
+]
+DbOpt = Annotated[Path | None, typer.Option(help="Index file (default: found from PATH).")]
+PathArg = Annotated[
+    Path, typer.Argument(help="Dataset folder (or its index file).", show_default=False)
+]
+
+
 @app.command()
 def scan(
     path: Annotated[Path, typer.Argument(help="Dataset folder.", show_default=False)],
@@ -62,6 +75,11 @@ def scan(
         Path | None, typer.Option(help="CSV or Parquet with path,label[,split] (flat layouts).")
     ] = None,
     thumb_size: Annotated[int, typer.Option(min=0, help="Thumbnail box in px; 0: none.")] = 128,
+    detect: Annotated[
+        bool, typer.Option("--detect/--no-detect", help="Run the detectors after the scan.")
+    ] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index PATH into a DuckDB file: one row per image with flags, statistics and hashes.
@@ -97,6 +115,124 @@ def scan(
             )
             raise typer.Exit(130) from None
     print_scan_summary(summary)
+    if detect:
+        _detect_and_summarise(Path(summary.root), Path(summary.index_path), config, set_)
+
+
+@app.command("detect")
+def detect_cmd(
+    path: PathArg, db: DbOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """Re-run the detectors on an existing index (fast: no image is reopened)."""
+    from dataaudit.store import db as store
+
+    index = db or store.find_index(path)
+    root = Path(path) if Path(path).is_dir() else None
+    _detect_and_summarise(root, index, config, set_)
+
+
+def _detect_and_summarise(
+    root: Path | None, index: Path, config: Path | None, overrides: list[str] | None
+) -> None:
+    from dataaudit.detectors.config import load_config
+    from dataaudit.detectors.registry import ISSUE_TYPES
+    from dataaudit.detectors.runner import run_detectors
+    from dataaudit.store import db as store
+
+    cfg, sources = load_config(root, config, overrides)
+    con = store.open_index(index)
+    try:
+        result = run_detectors(con, cfg, sources)
+    finally:
+        con.close()
+    counts = result.counts()
+    console.print(f"[bold]Detectors[/bold] ran in {result.elapsed_s:.1f} s (run {result.run_id})")
+    if not counts:
+        console.print("  no issues found")
+    for issue, n in counts.items():
+        console.print(f"  {issue:<20} {n:>7,}   {ISSUE_TYPES[issue][1]}")
+    if result.findings:
+        warnings = [f for f in result.findings if f.severity != "info"]
+        console.print(f"  dataset-level findings: {len(warnings)} warning(s)")
+    console.print(f"Run `dataaudit report {root or index}` for details and examples.")
+
+
+@app.command()
+def report(
+    path: PathArg,
+    db: DbOpt = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="rich (terminal), json or markdown.")
+    ] = "rich",
+    examples: Annotated[int, typer.Option(min=0, help="Example files per issue type.")] = 3,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(help="Exit 1 if any of these issue types (comma-separated) is found."),
+    ] = None,
+) -> None:
+    """Show what is wrong: issue counts with examples, duplicates, leakage, balance."""
+    from dataaudit.report import build_report, render_json, render_markdown, render_rich
+    from dataaudit.store import db as store
+
+    if format not in ("rich", "json", "markdown"):
+        raise DataAuditError(f"unknown format {format!r}", "use rich, json or markdown")
+    gate = _issue_types(fail_on) if fail_on else []
+    con = store.open_index(db or store.find_index(path), read_only=True)
+    try:
+        data = build_report(con, examples)
+    finally:
+        con.close()
+    if format == "json":
+        sys.stdout.write(render_json(data) + "\n")
+    elif format == "markdown":
+        sys.stdout.write(render_markdown(data))
+    else:
+        console.print(render_rich(data))
+    found = [s["issue"] for s in data["issues"] if s["issue"] in gate]
+    if found:
+        err_console.print(f"dataaudit: failing because of: {', '.join(found)}")
+        raise typer.Exit(1)
+
+
+@app.command("issues")
+def issues_cmd(
+    path: PathArg,
+    db: DbOpt = None,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only these issue types (repeatable).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="csv or paths.")] = "csv",
+) -> None:
+    """Machine-readable findings: CSV with path,issue,group,score, or one path per line."""
+    from dataaudit.queries import index as q
+    from dataaudit.store import db as store
+
+    if format not in ("csv", "paths"):
+        raise DataAuditError(f"unknown format {format!r}", "use csv or paths")
+    types = _issue_types(",".join(type_)) if type_ else None
+    con = store.open_index(db or store.find_index(path), read_only=True)
+    try:
+        rows = q.issues(con, types)
+    finally:
+        con.close()
+    if format == "paths":
+        for p in rows["path"].unique(maintain_order=True).to_list():
+            sys.stdout.write(p + "\n")
+        return
+    out = rows.select("path", "issue", pl.col("group").cast(pl.String).fill_null(""), "score")
+    sys.stdout.write(out.write_csv())
+
+
+def _issue_types(spec: str) -> list[str]:
+    from dataaudit.detectors.registry import ISSUE_TYPES
+
+    types = [t.strip() for t in spec.split(",") if t.strip()]
+    unknown = [t for t in types if t not in ISSUE_TYPES]
+    if unknown:
+        raise DataAuditError(
+            f"unknown issue type(s): {', '.join(unknown)}", f"known: {', '.join(ISSUE_TYPES)}"
+        )
+    return types
 
 
 class _RateColumn(ProgressColumn):
@@ -139,28 +275,9 @@ def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported
     console.print(f"  elapsed         {c.elapsed_s:.1f} s")
     console.print(f"  index           {c.index_path}")
     if c.split_label_counts:
+        from dataaudit.report import split_label_table
+
         console.print(split_label_table(c.split_label_counts))
-
-
-def split_label_table(rows: list[tuple[str | None, str | None, int]]) -> Table:
-    """A label x split table of image counts."""
-    splits = sorted({s or "(none)" for s, _, _ in rows})
-    labels = sorted({lab or "(none)" for _, lab, _ in rows})
-    counts = {(s or "(none)", lab or "(none)"): n for s, lab, n in rows}
-    table = Table(title="images per label and split", title_justify="left")
-    table.add_column("label")
-    for s in splits:
-        table.add_column(s, justify="right")
-    table.add_column("total", justify="right")
-    shown = labels if len(labels) <= 50 else labels[:50]
-    for lab in shown:
-        per = [counts.get((s, lab), 0) for s in splits]
-        table.add_row(lab, *[f"{n:,}" for n in per], f"{sum(per):,}")
-    if len(labels) > len(shown):
-        table.add_row(f"... {len(labels) - len(shown)} more labels", *[""] * (len(splits) + 1))
-    totals = [sum(n for (s, _), n in counts.items() if s == sp) for sp in splits]
-    table.add_row("[bold]total", *[f"{n:,}" for n in totals], f"{sum(totals):,}")
-    return table
 
 
 def _human_bytes(n: int) -> str:

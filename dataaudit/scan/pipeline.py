@@ -259,7 +259,7 @@ def _stage_discovered(
             "FROM _labels l WHERE l.path = _scan_seen.path"
         )
         con.unregister("_labels")
-    summary.files_seen = con.execute("SELECT count(*) FROM _scan_seen").fetchone()[0]
+    summary.files_seen = con.execute("SELECT count(*) FROM _scan_seen").fetchall()[0][0]
     summary.layout = _layout(con, labels is not None)
 
 
@@ -277,7 +277,7 @@ def _relative(p: Path, root: Path) -> str | None:
 def _layout(con: duckdb.DuckDBPyConnection, from_labels_file: bool) -> str:
     n, n_split, n_label = con.execute(
         "SELECT count(*), count(split), count(label) FROM _scan_seen WHERE has_image_ext"
-    ).fetchone()
+    ).fetchall()[0]
     layout = discover.describe_layout(n_split, n_label, n)
     return f"{layout} (labels from file)" if from_labels_file else layout
 
@@ -287,7 +287,7 @@ def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary) -> int:
     con.execute("BEGIN")
     summary.deleted = con.execute(
         "DELETE FROM images WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     con.execute("DELETE FROM thumbnails WHERE file_id NOT IN (SELECT file_id FROM images)")
     con.execute("DELETE FROM skipped_files WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)")
     # Labels can change without the bytes changing (a new labels file): apply in place.
@@ -310,7 +310,7 @@ def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary) -> int:
     con.execute("COMMIT")
     todo, changed = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE was_indexed) FROM _scan_todo"
-    ).fetchone()
+    ).fetchall()[0]
     summary.changed = changed
     summary.unchanged = summary.files_seen - todo
     return todo
@@ -433,9 +433,9 @@ def _finish(con: duckdb.DuckDBPyConnection, summary: ScanSummary, started: float
         "SELECT count(*), coalesce(sum(bytes), 0), count(*) FILTER (WHERE is_corrupt), "
         "count(*) FILTER (WHERE is_corrupt OR decode_status <> 'ok' "
         "OR format_matches_ext = false) FROM images"
-    ).fetchone()
+    ).fetchall()[0]
     summary.images, summary.bytes, summary.corrupt, summary.flagged = row
-    summary.skipped_non_images = con.execute("SELECT count(*) FROM skipped_files").fetchone()[0]
+    summary.skipped_non_images = con.execute("SELECT count(*) FROM skipped_files").fetchall()[0][0]
     summary.split_label_counts = con.execute(
         "SELECT split, label, count(*) FROM images GROUP BY ALL ORDER BY ALL NULLS FIRST"
     ).fetchall()

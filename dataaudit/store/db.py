@@ -112,10 +112,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def _check_version(con: duckdb.DuckDBPyConnection) -> None:
     has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has_meta:
         return
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    row = rows[0] if rows else None
     if row and int(row[0]) != SCHEMA_VERSION:
         raise DataAuditError(
             f"index schema version {row[0]} differs from this dataaudit's {SCHEMA_VERSION}",
@@ -128,7 +129,8 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 
 
 def get_meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    row = rows[0] if rows else None
     return row[0] if row else None
 
 
@@ -162,7 +164,7 @@ def library_versions() -> dict[str, str]:
 
 def start_run(con: duckdb.DuckDBPyConnection, kind: str, params: dict[str, Any]) -> int:
     """Record the start of a run and return its id."""
-    run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()[0]
+    run_id = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchall()[0][0]
     con.execute(
         "INSERT INTO runs (run_id, kind, status, started_at, params, versions) "
         "VALUES (?, ?, 'running', ?, ?, ?)",

@@ -37,11 +37,13 @@ CREATE TABLE IF NOT EXISTS images (
     pixel_hash         VARCHAR,             -- xxh3_128 of the decoded pixels
     phash              BIGINT,              -- 64-bit pHash bits as int64
     dhash              BIGINT,              -- 64-bit dHash bits as int64
+    signature          BLOB,                -- 16x16 grey pixels, to verify near-duplicate pairs
     brightness_mean    REAL,                -- grey level 0..255
     brightness_p05     REAL,
     brightness_p95     REAL,
     contrast           REAL,                -- std of grey levels
-    blur               REAL,                -- Laplacian variance on a <=128 px image; low = blurry
+    laplacian_var      REAL,                -- Laplacian variance on a <=128 px image
+    sharpness          REAL,                -- fine/coarse Laplacian energy; low = blurry
     entropy            REAL,                -- bits, 0..8, of the grey histogram
     colorfulness       REAL,                -- Hasler-Suesstrunk
     is_grayscale       BOOLEAN,             -- R = G = B (within 3 levels) everywhere
@@ -76,4 +78,42 @@ CREATE TABLE IF NOT EXISTS runs (
     params     JSON,
     versions   JSON,
     counts     JSON
+);
+
+-- Detector output: one row per (image, issue type). score: severity in [0, 1], higher is
+-- worse; rows with is_issue = false are ranked candidates that did not cross a threshold.
+CREATE TABLE IF NOT EXISTS issues (
+    file_id  BIGINT NOT NULL,
+    issue    VARCHAR NOT NULL,
+    score    DOUBLE,
+    is_issue BOOLEAN NOT NULL,
+    group_id BIGINT,            -- duplicate group (its representative's file_id)
+    details  VARCHAR,           -- one-line reason
+    run_id   INTEGER
+);
+
+-- Pairs of duplicates and the layer that linked them (bytes, pixels, phash, embedding).
+CREATE TABLE IF NOT EXISTS duplicate_pairs (
+    a        BIGINT NOT NULL,
+    b        BIGINT NOT NULL,
+    layer    VARCHAR NOT NULL,
+    distance DOUBLE,            -- 0 for exact layers, Hamming bits, or 1 - cosine
+    run_id   INTEGER
+);
+
+-- Duplicate groups: connected components over all pairs, with the copy to keep.
+CREATE TABLE IF NOT EXISTS duplicate_groups (
+    file_id           BIGINT NOT NULL,
+    group_id          BIGINT NOT NULL,
+    is_representative BOOLEAN NOT NULL,
+    run_id            INTEGER
+);
+
+-- Dataset-level findings (class balance, label shift, spurious signals, ...).
+CREATE TABLE IF NOT EXISTS findings (
+    finding  VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    message  VARCHAR NOT NULL,
+    details  JSON,
+    run_id   INTEGER
 );

@@ -1,0 +1,129 @@
+"""The detector contract and the shared helpers detectors are built from.
+
+A detector reads stored measurements (never image files) and returns long-form issue rows:
+``file_id, issue, score, is_issue, group_id, details``. ``score`` is a severity in [0, 1]:
+higher means more likely a real problem, and rows with ``is_issue`` false are kept only
+where a ranking is useful (for example the least sharp images that were not flagged).
+Dataset-level problems (class balance, spurious signals) are :class:`Finding` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from dataaudit.detectors.config import DetectConfig
+
+ISSUE_SCHEMA = {
+    "file_id": pl.Int64,
+    "issue": pl.String,
+    "score": pl.Float64,
+    "is_issue": pl.Boolean,
+    "group_id": pl.Int64,
+    "details": pl.String,
+}
+
+# Columns every detector may read; loaded once per run.
+IMAGE_COLUMNS = (
+    "file_id", "path", "split", "label", "bytes", "ext", "format", "format_matches_ext",
+    "width", "height", "mode", "has_alpha", "n_frames", "exif_orientation", "decode_status",
+    "is_corrupt", "error_class", "error_message", "trailing_bytes", "content_hash",
+    "pixel_hash", "phash", "dhash", "brightness_mean", "contrast", "sharpness", "entropy",
+    "is_grayscale", "colorfulness",
+)  # fmt: skip
+
+
+@dataclass
+class Finding:
+    """A dataset-level problem or fact, shown in the report."""
+
+    finding: str  # e.g. class_imbalance, missing_class, label_shift, spurious_signal
+    severity: str  # error, warning, info
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DetectContext:
+    """What a detector may use: the index connection, the config, and the image table."""
+
+    con: duckdb.DuckDBPyConnection
+    config: DetectConfig
+    images: pl.DataFrame
+    groups: pl.DataFrame | None = None  # duplicate groups, once the duplicate detector ran
+    pairs: pl.DataFrame | None = None  # duplicate pairs with their layer
+    stats: dict[str, Any] = field(default_factory=dict)  # numbers for the report
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectContext:
+        cols = ", ".join(IMAGE_COLUMNS)
+        images = con.sql(f"SELECT {cols} FROM images ORDER BY file_id").pl()
+        return cls(con, config, images)
+
+    @property
+    def decodable(self) -> pl.DataFrame:
+        return self.images.filter(pl.col("decode_status") == "ok")
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A registered detector: its name, the issue types it emits, and its function."""
+
+    name: str
+    issues: tuple[str, ...]
+    run: Callable[[DetectContext], pl.DataFrame | list[Finding]]
+    description: str
+    severity: str = "warning"  # default severity of its issue types
+
+
+def issue_rows(
+    frame: pl.DataFrame,
+    issue: str,
+    score: pl.Expr,
+    details: pl.Expr,
+    is_issue: pl.Expr | bool = True,
+    group_id: pl.Expr | None = None,
+) -> pl.DataFrame:
+    """Build issue rows in the contract's shape from a frame of images."""
+    return frame.select(
+        pl.col("file_id").cast(pl.Int64),
+        pl.lit(issue).alias("issue"),
+        score.clip(0.0, 1.0).cast(pl.Float64).alias("score"),
+        (pl.lit(is_issue) if isinstance(is_issue, bool) else is_issue).alias("is_issue"),
+        (group_id if group_id is not None else pl.lit(None)).cast(pl.Int64).alias("group_id"),
+        details.cast(pl.String).alias("details"),
+    )
+
+
+def empty_issues() -> pl.DataFrame:
+    return pl.DataFrame(schema=ISSUE_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Robust:
+    """Median and MAD-based spread of a column: the dataset's own notion of typical."""
+
+    median: float
+    sigma: float
+
+    @classmethod
+    def of(cls, values: np.ndarray, min_sigma: float = 1e-9) -> Robust:
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return cls(float("nan"), min_sigma)
+        med = float(np.median(values))
+        mad = float(np.median(np.abs(values - med)))
+        return cls(med, max(1.4826 * mad, min_sigma))
+
+    def z(self, expr: pl.Expr) -> pl.Expr:
+        return (expr - self.median) / self.sigma
+
+
+def z_score(z: pl.Expr, threshold: float) -> pl.Expr:
+    """Map a robust z-score to a severity: 0.5 at the threshold, 1.0 at twice it."""
+    return (z.abs() / (2.0 * threshold)).clip(0.0, 1.0)

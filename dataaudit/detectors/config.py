@@ -1,0 +1,161 @@
+"""Every detector threshold in one place, with the defaults and where overrides come from.
+
+Precedence (later wins): built-in defaults, ``[tool.dataaudit]`` in ``ROOT/pyproject.toml``,
+``ROOT/dataaudit.toml``, an explicit ``--config FILE``, then ``--set section.key=value``.
+Example ``dataaudit.toml``::
+
+    [quality]
+    z = 3.5
+    [duplicates]
+    phash_radius = 8
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dataaudit.errors import DataAuditError
+
+
+@dataclass
+class IntegrityParams:
+    unusual_mode_max_share: float = 0.05  # a mode used by less than this share is "unusual"
+
+
+@dataclass
+class DuplicateParams:
+    phash_radius: int = 6  # near-duplicate candidates: pHash Hamming distance <= this
+    dhash_radius: int = 10  # ... verified by dHash distance <= this
+    min_correlation: float = 0.97  # ... and by 16x16 grey correlation >= this
+    use_pixel_hash: bool = True  # same decoded pixels under another encoding = exact
+    embed_min_similarity: float = 0.95  # embedding cosine similarity that makes a near copy
+
+
+@dataclass
+class QualityParams:
+    z: float = 4.0  # robust z-score (median / MAD) beyond which a value is unusual
+    dark_max_mean: float = 60.0  # never call an image brighter than this dark
+    dark_always_mean: float = 20.0  # always dark below this mean grey level
+    light_min_mean: float = 215.0  # never call an image darker than this light
+    light_always_mean: float = 245.0  # always light above this mean grey level
+    blurry_max_sharpness: float = 0.3  # never blurry above this fine/coarse detail ratio
+    blurry_always_sharpness: float = 0.15  # always blurry below this
+    low_info_max_contrast: float = 12.0  # grey std below this carries little information
+    low_info_max_entropy: float = 3.5  # or grey-histogram entropy (bits) below this
+    grayscale_max_share: float = 0.5  # flag grayscale only if fewer than this share are
+
+
+@dataclass
+class GeometryParams:
+    tiny_side: int = 32  # an image with a side below this is always odd_size
+    size_factor: float = 4.0  # area at least this many times off the median is odd_size
+    aspect_factor: float = 2.0  # aspect ratio this many times off the median is odd
+    z: float = 4.0  # and the robust z-score must exceed this
+
+
+@dataclass
+class BalanceParams:
+    imbalance_ratio: float = 10.0  # largest / smallest class count worth a warning
+    shift_tvd: float = 0.1  # total variation distance between split label distributions
+    min_class_count: int = 2  # classes with fewer images are singletons
+
+
+@dataclass
+class SpuriousParams:
+    min_auc: float = 0.9  # property separates a class from the rest at least this well
+    min_class_count: int = 10  # ignore classes smaller than this
+
+
+@dataclass
+class DetectConfig:
+    integrity: IntegrityParams = field(default_factory=IntegrityParams)
+    duplicates: DuplicateParams = field(default_factory=DuplicateParams)
+    quality: QualityParams = field(default_factory=QualityParams)
+    geometry: GeometryParams = field(default_factory=GeometryParams)
+    balance: BalanceParams = field(default_factory=BalanceParams)
+    spurious: SpuriousParams = field(default_factory=SpuriousParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def update(self, values: dict[str, Any], source: str) -> None:
+        """Apply ``{section: {key: value}}``; unknown names are errors, not silent no-ops."""
+        for section, items in values.items():
+            params = getattr(self, section, None)
+            if params is None or not isinstance(items, dict):
+                raise DataAuditError(
+                    f"unknown config section [{section}] in {source}",
+                    f"known sections: {', '.join(f.name for f in fields(self))}",
+                )
+            known = {f.name: f for f in fields(params)}
+            for key, value in items.items():
+                if key not in known:
+                    raise DataAuditError(
+                        f"unknown setting {section}.{key} in {source}",
+                        f"known: {', '.join(known)}",
+                    )
+                setattr(params, key, _coerce(value, type(getattr(params, key)), f"{section}.{key}"))
+
+
+def _coerce(value: Any, kind: type, name: str) -> Any:
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise DataAuditError(f"{name} must be {kind.__name__}, got {value!r}") from exc
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
+    """Turn ``["quality.z=3", ...]`` into ``{"quality": {"z": "3"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise DataAuditError(f"bad --set {item!r}", "use --set section.key=value")
+        out.setdefault(section, {})[name] = value.strip()
+    return out
+
+
+def load_config(
+    root: Path | None = None, config_file: Path | None = None, overrides: list[str] | None = None
+) -> tuple[DetectConfig, list[str]]:
+    """Build the config from defaults, files next to the data, and overrides.
+
+    Returns the config and the list of sources that were applied, for the run record.
+    """
+    cfg = DetectConfig()
+    sources: list[str] = []
+    if root is not None:
+        pyproject = root / "pyproject.toml"
+        if pyproject.is_file():
+            section = _read_toml(pyproject).get("tool", {}).get("dataaudit")
+            if section:
+                cfg.update(section, str(pyproject))
+                sources.append(str(pyproject))
+        local = root / "dataaudit.toml"
+        if local.is_file():
+            cfg.update(_read_toml(local), str(local))
+            sources.append(str(local))
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise DataAuditError(f"config file not found: {config_file}")
+        cfg.update(_read_toml(Path(config_file)), str(config_file))
+        sources.append(str(config_file))
+    if overrides:
+        cfg.update(parse_set(overrides), "--set")
+        sources.append("--set " + " ".join(overrides))
+    return cfg, sources
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DataAuditError(f"cannot read {path}: {exc}", "fix the TOML syntax") from exc

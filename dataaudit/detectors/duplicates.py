@@ -1,0 +1,264 @@
+"""Duplicates and leakage: ``exact_duplicate``, ``near_duplicate``, ``leakage``.
+
+Pairs are found in layers, each recorded with the pair:
+
+* ``bytes``: the same content hash (identical files);
+* ``pixels``: the same decoded pixels under a different encoding or metadata;
+* ``phash``: pHash within ``phash_radius`` bits, found without an O(n^2) scan by a banded
+  join in DuckDB (:mod:`dataaudit.detectors.hamming`), then verified by dHash distance and
+  the correlation of the stored 16x16 grey signatures (perceptual hashes alone confuse
+  look-alike photos of the same scene with copies);
+* ``embedding``: cosine similarity of embeddings (when the index has them).
+
+Groups are connected components over all layers; the representative (the copy to keep) is
+the largest image, then the largest file, then the first path. A group whose members sit
+in more than one split is ``leakage``, counted per split pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dataaudit.detectors.base import DetectContext, issue_rows
+from dataaudit.detectors.groups import connected_components
+from dataaudit.detectors.hamming import hamming_pairs
+
+PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "layer": pl.String, "distance": pl.Float64}
+EXACT_LAYERS = ("bytes", "pixels")
+
+
+def detect_duplicates(ctx: DetectContext) -> pl.DataFrame:
+    pairs = find_pairs(ctx)
+    ctx.stats["pairs_by_layer"] = dict(pairs.group_by("layer").len().iter_rows())
+    members = _groups(ctx, pairs)
+    ctx.groups = members
+    ctx.pairs = pairs
+    if members.height == 0:
+        return issue_rows(ctx.images.head(0), "exact_duplicate", pl.lit(0.0), pl.lit(""))
+    return pl.concat([_exact_rows(ctx, pairs, members), _near_rows(ctx, pairs, members),
+                      _leakage_rows(ctx, pairs, members)])  # fmt: skip
+
+
+def find_pairs(ctx: DetectContext) -> pl.DataFrame:
+    """All duplicate pairs (a < b) with the layer that linked them and its distance."""
+    p = ctx.config.duplicates
+    img = ctx.images.filter(pl.col("bytes") > 0)
+    layers = [_same_value_pairs(img, "content_hash", "bytes")]
+    if p.use_pixel_hash:
+        layers.append(_same_value_pairs(img.filter(pl.col("pixel_hash").is_not_null()),
+                                        "pixel_hash", "pixels"))  # fmt: skip
+    layers.append(_phash_pairs(ctx))
+    layers.append(embedding_pairs(ctx))
+    pairs = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
+    # Keep each pair once, under its strongest layer (the order above).
+    order = {"bytes": 0, "pixels": 1, "phash": 2, "embedding": 3}
+    return (
+        pairs.with_columns(pl.col("layer").replace_strict(order, return_dtype=pl.Int8).alias("_o"))
+        .sort("a", "b", "_o")
+        .unique(subset=["a", "b"], keep="first", maintain_order=True)
+        .drop("_o")
+    )
+
+
+def _same_value_pairs(img: pl.DataFrame, column: str, layer: str) -> pl.DataFrame:
+    """Star edges from each member of a same-value group to the group's smallest id."""
+    grouped = (
+        img.select("file_id", column)
+        .filter(pl.col(column).is_not_null())
+        .with_columns(
+            pl.col("file_id").min().over(column).alias("first"), pl.len().over(column).alias("n")
+        )  # fmt: skip
+        .filter((pl.col("n") > 1) & (pl.col("file_id") != pl.col("first")))
+    )
+    return grouped.select(
+        pl.min_horizontal("first", "file_id").alias("a"),
+        pl.max_horizontal("first", "file_id").alias("b"),
+        pl.lit(layer).alias("layer"),
+        pl.lit(0.0).alias("distance"),
+    )
+
+
+def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
+    p, q = ctx.config.duplicates, ctx.config.quality
+    # A nearly flat image's perceptual hash is noise: flat images would all "match".
+    ok = ctx.decodable.filter(
+        pl.col("phash").is_not_null()
+        & (pl.col("contrast") >= q.low_info_max_contrast)
+        & (pl.col("entropy") >= q.low_info_max_entropy)
+    )
+    hashes = ok.select(pl.col("file_id").alias("id"), pl.col("phash").alias("h"))
+    cand = hamming_pairs(ctx.con, hashes, p.phash_radius)
+    if cand.height == 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA)
+    d = ok.select("file_id", "dhash")
+    cand = cand.join(d.rename({"file_id": "a", "dhash": "da"}), on="a").join(
+        d.rename({"file_id": "b", "dhash": "db"}), on="b"
+    )
+    dh = np.bitwise_count(
+        cand["da"].to_numpy().view(np.uint64) ^ cand["db"].to_numpy().view(np.uint64)
+    )
+    corr = _signature_correlation(ctx, cand["a"].to_numpy(), cand["b"].to_numpy())
+    cand = cand.with_columns(pl.Series("dd", dh.astype(np.int64)), pl.Series("corr", corr))
+    verified = cand.filter((pl.col("dd") <= p.dhash_radius) & (pl.col("corr") >= p.min_correlation))
+    return verified.select("a", "b", pl.lit("phash").alias("layer"),
+                           pl.col("distance").cast(pl.Float64))  # fmt: skip
+
+
+def _signature_correlation(ctx: DetectContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the 16x16 grey signatures of each pair (NaN-free)."""
+    ids = np.unique(np.concatenate([a, b]))
+    ctx.con.register("_sig_ids", pl.DataFrame({"file_id": ids}).to_arrow())
+    try:
+        sig = ctx.con.sql(
+            "SELECT file_id, signature FROM images JOIN _sig_ids USING (file_id)"
+        ).pl()
+    finally:
+        ctx.con.unregister("_sig_ids")
+    pos = {fid: i for i, fid in enumerate(sig["file_id"].to_list())}
+    mat = np.zeros((len(pos), 256), dtype=np.float32)
+    for i, blob in enumerate(sig["signature"].to_list()):
+        if blob is not None and len(blob) == 256:
+            mat[i] = np.frombuffer(blob, dtype=np.uint8)
+    mat -= mat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(mat, axis=1, keepdims=True)
+    flat = norm[:, 0] < 1e-6
+    mat = np.divide(mat, norm, out=np.zeros_like(mat), where=norm > 0)
+    ia = np.array([pos[x] for x in a])
+    ib = np.array([pos[x] for x in b])
+    corr = (mat[ia] * mat[ib]).sum(axis=1)
+    # Two flat images (no variation to correlate) match when their hashes already do.
+    corr[flat[ia] & flat[ib]] = 1.0
+    return corr
+
+
+def embedding_pairs(ctx: DetectContext) -> pl.DataFrame:
+    """Pairs linked by embedding similarity, when the index holds a kNN graph."""
+    from dataaudit.detectors.semantic import semantic_duplicate_pairs
+
+    return semantic_duplicate_pairs(ctx)
+
+
+def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Connected components with their representative: file_id, group_id, is_representative."""
+    if pairs.height == 0:
+        return pl.DataFrame(schema={"file_id": pl.Int64, "group_id": pl.Int64,
+                                    "is_representative": pl.Boolean})  # fmt: skip
+    comp = connected_components([], zip(pairs["a"].to_list(), pairs["b"].to_list(), strict=True))
+    members = pl.DataFrame({"file_id": list(comp.keys()), "component": list(comp.values())},
+                           schema={"file_id": pl.Int64, "component": pl.Int64})  # fmt: skip
+    ranked = (
+        members.join(ctx.images.select("file_id", "path", "width", "height", "bytes"), on="file_id")
+        .with_columns((pl.col("width").fill_null(0) * pl.col("height").fill_null(0)).alias("px"))
+        .sort(["component", "px", "bytes", "path"], descending=[False, True, True, False])
+    )
+    rep = (
+        ranked.group_by("component", maintain_order=True)
+        .first()
+        .select("component", pl.col("file_id").alias("group_id"))
+    )
+    return ranked.join(rep, on="component").select(
+        "file_id", "group_id", (pl.col("file_id") == pl.col("group_id")).alias("is_representative")
+    )
+
+
+def _path_of(ctx: DetectContext) -> pl.DataFrame:
+    return ctx.images.select("file_id", "path", "split")
+
+
+def _exact_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    exact = pairs.filter(pl.col("layer").is_in(EXACT_LAYERS))
+    comp = connected_components([], zip(exact["a"].to_list(), exact["b"].to_list(), strict=True))
+    if not comp:
+        return issue_rows(members.head(0), "exact_duplicate", pl.lit(0.0), pl.lit(""))
+    frame = pl.DataFrame({"file_id": list(comp), "exact_component": list(comp.values())},
+                         schema={"file_id": pl.Int64, "exact_component": pl.Int64})  # fmt: skip
+    frame = frame.join(members, on="file_id").join(_path_of(ctx), on="file_id")
+    frame = frame.with_columns(
+        pl.len().over("exact_component").alias("n"),
+        pl.col("path").min().over("exact_component").alias("first_path"),
+    )
+    via = exact.select(pl.concat_list("a", "b").alias("ids"), "layer").explode("ids")
+    layer = via.group_by(pl.col("ids").alias("file_id")).agg(pl.col("layer").min().alias("via"))
+    frame = frame.join(layer, on="file_id", how="left")
+    details = pl.format(
+        "{} copies with the same {} (e.g. {})",
+        pl.col("n"),
+        pl.col("via").replace_strict(
+            {"bytes": "bytes", "pixels": "decoded pixels"}, default="bytes"
+        ),
+        pl.col("first_path"),
+    )
+    return issue_rows(frame, "exact_duplicate", pl.lit(1.0), details, group_id=pl.col("group_id"))
+
+
+def _near_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    near = pairs.filter(~pl.col("layer").is_in(EXACT_LAYERS))
+    if near.height == 0:
+        return issue_rows(members.head(0), "near_duplicate", pl.lit(0.0), pl.lit(""))
+    paths = _path_of(ctx)
+    both = pl.concat([
+        near.select(pl.col("a").alias("file_id"), pl.col("b").alias("other"), "layer", "distance"),
+        near.select(pl.col("b").alias("file_id"), pl.col("a").alias("other"), "layer", "distance"),
+    ])  # fmt: skip
+    best = (
+        both.join(
+            paths.select(pl.col("file_id").alias("other"), pl.col("path").alias("other_path")),
+            on="other",
+        )  # fmt: skip
+        .sort("file_id", "distance")
+        .group_by("file_id", maintain_order=True)
+        .agg(pl.first("other_path"), pl.first("layer"), pl.first("distance"), pl.len().alias("n"))
+        .join(members, on="file_id")
+    )
+    radius = ctx.config.duplicates.phash_radius + 1
+    score = (
+        pl.when(pl.col("layer") == "phash")
+        .then(1.0 - 0.5 * pl.col("distance") / radius)
+        .otherwise(1.0 - 0.5 * pl.col("distance"))
+    )
+    how = (
+        pl.when(pl.col("layer") == "phash")
+        .then(pl.format("pHash {} bits apart", pl.col("distance").cast(pl.Int64)))
+        .otherwise(pl.format("embedding similarity {}", (1.0 - pl.col("distance")).round(3)))
+    )
+    details = pl.format(
+        "near copy of {} ({}; {} near match(es))", pl.col("other_path"), how, pl.col("n")
+    )
+    return issue_rows(best, "near_duplicate", score, details, group_id=pl.col("group_id"))
+
+
+def _leakage_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """Files with a duplicate partner in another split, counted per split pair."""
+    split = ctx.images.select("file_id", "split", "path")
+    cross = (
+        pairs.join(split.rename({"file_id": "a", "split": "sa", "path": "pa"}), on="a")
+        .join(split.rename({"file_id": "b", "split": "sb", "path": "pb"}), on="b")
+        .filter(
+            pl.col("sa").is_not_null() & pl.col("sb").is_not_null() & (pl.col("sa") != pl.col("sb"))
+        )
+        .with_columns(
+            pl.concat_str(
+                pl.min_horizontal("sa", "sb"), pl.lit("<->"), pl.max_horizontal("sa", "sb")
+            ).alias("split_pair")
+        )  # fmt: skip
+    )
+    ctx.stats["leakage_pairs_by_split_pair"] = dict(
+        cross.group_by("split_pair").len().sort("split_pair").iter_rows()
+    )
+    ends = pl.concat([
+        cross.select(pl.col("a").alias("file_id"), pl.col("pb").alias("other"), "sb", "layer"),
+        cross.select(pl.col("b").alias("file_id"), pl.col("pa").alias("other"), "sa", "layer")
+        .rename({"sa": "sb"}),
+    ]).group_by("file_id", maintain_order=True).agg(
+        pl.first("other"), pl.col("sb").unique().sort().str.join(", ").alias("other_splits"),
+        pl.first("layer"), pl.len().alias("n"),
+    ).join(members, on="file_id").join(split, on="file_id")  # fmt: skip
+    return issue_rows(
+        ends,
+        "leakage",
+        pl.lit(1.0),
+        pl.format("{} copy in {}: {} (linked by {}; {} cross-split partner(s))", pl.col("split"),
+                  pl.col("other_splits"), pl.col("other"), pl.col("layer"), pl.col("n")),
+        group_id=pl.col("group_id"),
+    )  # fmt: skip

@@ -1,0 +1,65 @@
+"""The built-in detectors, registered in one explicit table, and the issue vocabulary.
+
+Issue names are used everywhere (index, CLI, CSV, app); keep them stable.
+"""
+
+from __future__ import annotations
+
+from dataaudit.detectors.balance import detect_balance, detect_spurious
+from dataaudit.detectors.base import Detector
+from dataaudit.detectors.duplicates import detect_duplicates
+from dataaudit.detectors.geometry import detect_geometry
+from dataaudit.detectors.integrity import detect_integrity
+from dataaudit.detectors.quality import detect_quality
+
+# issue type -> (severity, one-line description)
+ISSUE_TYPES: dict[str, tuple[str, str]] = {
+    "corrupt": ("error", "cannot be decoded: empty, truncated, not an image, or bad checksum"),
+    "wrong_extension": ("error", "the bytes are a different format than the extension says"),
+    "exact_duplicate": ("warning", "identical bytes or decoded pixels as another file"),
+    "near_duplicate": ("warning", "a re-encoded, resized, shifted or cropped copy of another"),
+    "leakage": ("error", "a duplicate group spans splits (train/val/test)"),
+    "dark": ("warning", "much darker than the dataset"),
+    "light": ("warning", "much brighter (over-exposed) than the dataset"),
+    "blurry": ("warning", "lacks fine detail compared with the dataset"),
+    "low_information": ("warning", "nearly flat: little contrast or entropy"),
+    "grayscale": ("warning", "R = G = B in a colour dataset"),
+    "odd_size": ("warning", "tiny, or far from the dataset's typical size"),
+    "odd_aspect_ratio": ("warning", "aspect ratio far from the dataset's typical one"),
+    "decompression_bomb": ("info", "too many pixels to decode safely"),
+    "unsupported_format": ("info", "needs a codec Pillow lacks here"),
+    "unusual_mode": ("info", "colour mode (CMYK, 16-bit, palette, alpha) rare in this dataset"),
+    "exif_rotated": ("info", "EXIF orientation set: loaders may see it rotated"),
+    "animated": ("info", "more than one frame"),
+    "trailing_data": ("info", "bytes after the JPEG end marker"),
+}
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("integrity", ("corrupt", "wrong_extension", "decompression_bomb",
+                           "unsupported_format", "unusual_mode", "exif_rotated", "animated",
+                           "trailing_data"), detect_integrity,
+             "files a loader cannot use or may trip on"),
+    Detector("duplicates", ("exact_duplicate", "near_duplicate", "leakage"), detect_duplicates,
+             "same bytes, same pixels, perceptual hashes and embeddings; groups across splits"),
+    Detector("quality", ("dark", "light", "blurry", "low_information", "grayscale"),
+             detect_quality, "exposure, sharpness, information and colour"),
+    Detector("geometry", ("odd_size", "odd_aspect_ratio"), detect_geometry,
+             "size and aspect ratio against the dataset's typical shape"),
+    Detector("balance", (), detect_balance, "class counts per split, imbalance, label shift"),
+    Detector("spurious", (), detect_spurious, "properties that alone predict a label"),
+)  # fmt: skip
+
+
+def _check_registry() -> None:
+    names = [d.name for d in DETECTORS]
+    if len(names) != len(set(names)):
+        raise RuntimeError(f"duplicate detector names: {names}")
+    emitted = [i for d in DETECTORS for i in d.issues]
+    if len(emitted) != len(set(emitted)):
+        raise RuntimeError("an issue type is emitted by two detectors")
+    unknown = set(emitted) - set(ISSUE_TYPES)
+    if unknown:
+        raise RuntimeError(f"issue types without a description: {sorted(unknown)}")
+
+
+_check_registry()

@@ -1,0 +1,98 @@
+"""Run every registered detector over an index and store the results in one transaction.
+
+Detectors read only stored measurements, so changing a threshold and re-running takes
+seconds: ``dataaudit detect PATH --set quality.z=3``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from dataaudit.detectors.base import DetectContext, Finding, empty_issues
+from dataaudit.detectors.config import DetectConfig
+from dataaudit.detectors.registry import DETECTORS
+from dataaudit.store import db
+
+
+@dataclass
+class DetectResult:
+    run_id: int
+    issues: pl.DataFrame
+    findings: list[Finding]
+    stats: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        flagged = self.issues.filter(pl.col("is_issue"))
+        return dict(flagged.group_by("issue").len().sort("issue").iter_rows())
+
+
+def run_detectors(
+    con: duckdb.DuckDBPyConnection, config: DetectConfig, sources: list[str] | None = None
+) -> DetectResult:
+    """Run all detectors, replace the previous results, record the run."""
+    started = time.perf_counter()
+    run_id = db.start_run(con, "detect", {"config": config.to_dict(), "sources": sources or []})
+    ctx = DetectContext.load(con, config)
+    issue_frames = [empty_issues()]
+    findings: list[Finding] = []
+    for detector in DETECTORS:
+        out = detector.run(ctx)
+        if isinstance(out, pl.DataFrame):
+            issue_frames.append(out.select(empty_issues().columns).cast(empty_issues().schema))
+        else:
+            findings.extend(out)
+    issues = pl.concat(issue_frames).with_columns(pl.lit(run_id).alias("run_id"))
+    _write(con, run_id, issues, ctx, findings)
+    result = DetectResult(run_id, issues, findings, ctx.stats, time.perf_counter() - started)
+    db.finish_run(con, run_id, "completed", {"issues": result.counts(), **_jsonable(ctx.stats)})
+    return result
+
+
+def _write(con, run_id: int, issues: pl.DataFrame, ctx: DetectContext, findings) -> None:
+    pairs = ctx.pairs if ctx.pairs is not None else pl.DataFrame()
+    groups = ctx.groups if ctx.groups is not None else pl.DataFrame()
+    finding_rows = pl.DataFrame(
+        {
+            "finding": [f.finding for f in findings],
+            "severity": [f.severity for f in findings],
+            "message": [f.message for f in findings],
+            "details": [json.dumps(f.details, default=str) for f in findings],
+            "run_id": [run_id] * len(findings),
+        },
+        schema={
+            "finding": pl.String,
+            "severity": pl.String,
+            "message": pl.String,
+            "details": pl.String,
+            "run_id": pl.Int32,
+        },  # fmt: skip
+    )
+    con.execute("BEGIN")
+    try:
+        for table in ("issues", "duplicate_pairs", "duplicate_groups", "findings"):
+            con.execute(f"DELETE FROM {table}")
+        db.write_frame(con, "issues", issues)
+        if pairs.height:
+            db.write_frame(
+                con, "duplicate_pairs", pairs.with_columns(pl.lit(run_id).alias("run_id"))
+            )
+        if groups.height:
+            db.write_frame(
+                con, "duplicate_groups", groups.with_columns(pl.lit(run_id).alias("run_id"))
+            )
+        db.write_frame(con, "findings", finding_rows)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _jsonable(stats: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(stats, default=str))

@@ -1,0 +1,108 @@
+"""The one reader: parameterized queries over the index, returned as polars DataFrames.
+
+The CLI report, the issues export and the app all read through these functions; none of
+them builds SQL from user strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import polars as pl
+
+
+def issues(
+    con: duckdb.DuckDBPyConnection,
+    types: list[str] | None = None,
+    flagged_only: bool = True,
+) -> pl.DataFrame:
+    """Issue rows with paths: path, issue, group, score, details, split, label, file_id."""
+    where, params = ["TRUE"], []
+    if flagged_only:
+        where.append("s.is_issue")
+    if types:
+        where.append("s.issue IN (SELECT unnest(?))")
+        params.append(types)
+    return con.sql(
+        f"""
+        SELECT i.path, s.issue, s.group_id AS "group", s.score, s.details, i.split, i.label,
+               s.file_id
+        FROM issues s JOIN images i USING (file_id)
+        WHERE {" AND ".join(where)}
+        ORDER BY s.issue, s.score DESC, i.path
+        """,
+        params=params,
+    ).pl()
+
+
+def issue_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Flagged files per issue type: issue, files."""
+    return con.sql(
+        "SELECT issue, count(*) AS files FROM issues WHERE is_issue GROUP BY issue ORDER BY issue"
+    ).pl()
+
+
+def findings(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    rows = con.execute("SELECT finding, severity, message, details FROM findings").fetchall()
+    return [
+        {"finding": f, "severity": s, "message": m, "details": json.loads(d) if d else {}}
+        for f, s, m, d in rows
+    ]
+
+
+def split_label_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str | None, str | None, int]]:
+    return con.execute(
+        "SELECT split, label, count(*) FROM images GROUP BY ALL ORDER BY ALL NULLS FIRST"
+    ).fetchall()
+
+
+def duplicate_layers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """How many pairs each layer (bytes, pixels, phash, embedding) linked."""
+    return dict(
+        con.execute(
+            "SELECT layer, count(*) FROM duplicate_pairs GROUP BY layer ORDER BY layer"
+        ).fetchall()
+    )
+
+
+def leakage_by_split_pair(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Cross-split duplicate pairs per split pair (train<->test, ...)."""
+    rows = con.execute(
+        """
+        SELECT least(ia.split, ib.split) || '<->' || greatest(ia.split, ib.split), count(*)
+        FROM duplicate_pairs p
+        JOIN images ia ON ia.file_id = p.a JOIN images ib ON ib.file_id = p.b
+        WHERE ia.split IS NOT NULL AND ib.split IS NOT NULL AND ia.split <> ib.split
+        GROUP BY ALL ORDER BY 1
+        """
+    ).fetchall()
+    return dict(rows)
+
+
+def latest_run(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, Any] | None:
+    rows = con.execute(
+        "SELECT run_id, status, started_at, ended_at, params, versions, counts FROM runs "
+        "WHERE kind = ? ORDER BY run_id DESC LIMIT 1",
+        [kind],
+    ).fetchall()
+    if not rows:
+        return None
+    run_id, status, started, ended, params, versions, counts = rows[0]
+    return {
+        "run_id": run_id,
+        "status": status,
+        "started_at": str(started),
+        "ended_at": str(ended) if ended else None,
+        "params": json.loads(params) if params else {},
+        "versions": json.loads(versions) if versions else {},
+        "counts": json.loads(counts) if counts else {},
+    }
+
+
+def image_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    n, nbytes, corrupt = con.execute(
+        "SELECT count(*), coalesce(sum(bytes), 0), count(*) FILTER (WHERE is_corrupt) FROM images"
+    ).fetchall()[0]
+    return {"images": n, "bytes": nbytes, "corrupt": corrupt}
