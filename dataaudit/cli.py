@@ -12,6 +12,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,6 +79,25 @@ def scan(
     detect: Annotated[
         bool, typer.Option("--detect/--no-detect", help="Run the detectors after the scan.")
     ] = True,
+    embed: Annotated[
+        bool, typer.Option("--embed/--no-embed", help="Compute embeddings (needs torch).")
+    ] = True,
+    embed_model: Annotated[
+        str, typer.Option(help="Backbone: a timm or torchvision model name.")
+    ] = "efficientnet_lite0",
+    embed_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="'pretrained' (library cache), 'package' (offline EfficientNet-Lite0) or a "
+            "local weights file. Default: package for efficientnet_lite0, else pretrained."
+        ),
+    ] = None,
+    embed_size: Annotated[
+        int | None, typer.Option(min=16, max=1024, help="Embedder input size in px.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cuda, cuda:N, mps or cpu (default: best available).")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -94,6 +114,7 @@ def scan(
         workers=workers,
         labels_file=str(labels) if labels else None,
         measure=MeasureConfig(thumb_size=thumb_size),
+        embed=_embed_stage(embed_model, embed_weights, embed_size, device) if embed else None,
     )
     show = not quiet and sys.stderr.isatty()
     with _progress(show) as bar:
@@ -109,7 +130,7 @@ def scan(
             summary = run_scan(path, db, options, progress=progress, on_start=on_start)
         except KeyboardInterrupt:
             bar.stop()
-            err_console.print(
+            _error_line(
                 "dataaudit: scan interrupted; everything measured so far is saved. "
                 "Run the same command again to finish."
             )
@@ -117,6 +138,23 @@ def scan(
     print_scan_summary(summary)
     if detect:
         _detect_and_summarise(Path(summary.root), Path(summary.index_path), config, set_)
+
+
+def _embed_stage(model: str, weights: str | None, size: int | None, device: str | None):  # noqa: ANN202
+    """Build the embedding stage and load its model now, so bad weights fail before the scan."""
+    try:
+        from dataaudit.embed.spec import PACKAGE_WEIGHTS, EmbedSpec
+        from dataaudit.embed.stage import EmbedStage
+    except ImportError as exc:  # torch missing
+        raise DataAuditError(
+            f"embeddings need torch ({exc})",
+            "pip install dataaudit with its dependencies, or --no-embed",
+        ) from exc
+    if weights == "package":
+        weights = PACKAGE_WEIGHTS
+    stage = EmbedStage(EmbedSpec.for_backbone(model, weights, size), device=device)
+    stage.load()
+    return stage
 
 
 @app.command("detect")
@@ -261,7 +299,7 @@ def _progress(show: bool) -> Progress:
 def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported lazily
     """The closing summary: what was seen, what changed, where the index is."""
     c = summary
-    console.print(f"[bold]Indexed[/bold] {c.root}")
+    console.print(f"[bold]Indexed[/bold] {escape(c.root)}")  # a path may hold [brackets]
     console.print(f"  layout          {c.layout}")
     console.print(f"  files seen      {c.files_seen:,}")
     console.print(f"  images indexed  {c.images:,}  ({_human_bytes(c.bytes)})")
@@ -273,7 +311,7 @@ def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported
     console.print(f"  unreadable      {c.corrupt:,}")
     console.print(f"  flagged         {c.flagged:,} (unreadable, bombs, wrong extension, ...)")
     console.print(f"  elapsed         {c.elapsed_s:.1f} s")
-    console.print(f"  index           {c.index_path}")
+    console.print(f"  index           {escape(c.index_path)}")
     if c.split_label_counts:
         from dataaudit.report import split_label_table
 
@@ -292,26 +330,32 @@ def _human_bytes(n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning every user error into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="dataaudit")
+        # Without standalone mode, click *returns* the code of a typer.Exit (e.g. 130).
+        rc = app(args=argv, standalone_mode=False, prog_name="dataaudit")
     except click_exc.NoArgsIsHelpError as exc:
         console.print(exc.ctx.get_help() if exc.ctx else "see `dataaudit --help`")
         return 0
     except click_exc.UsageError as exc:
         cmd = exc.ctx.command_path if exc.ctx else "dataaudit"
-        err_console.print(f"dataaudit: error: {exc.format_message()} (see `{cmd} --help`)")
+        _error_line(f"dataaudit: error: {exc.format_message()} (see `{cmd} --help`)")
         return 2
     except typer.Abort:
-        err_console.print("dataaudit: aborted")
+        _error_line("dataaudit: aborted")
         return 130
     except typer.Exit as exc:
         return exc.exit_code
     except click_exc.ClickException as exc:
-        err_console.print(f"dataaudit: error: {exc.format_message()}")
+        _error_line(f"dataaudit: error: {exc.format_message()}")
         return 2
     except DataAuditError as exc:
-        err_console.print(f"dataaudit: error: {exc}", soft_wrap=True)
+        _error_line(f"dataaudit: error: {exc}")
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
+
+
+def _error_line(text: str) -> None:
+    """One line on stderr whatever the terminal width; paths like ``[train]`` stay verbatim."""
+    err_console.print(text, soft_wrap=True, markup=False)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class DetectContext:
     groups: pl.DataFrame | None = None  # duplicate groups, once the duplicate detector ran
     pairs: pl.DataFrame | None = None  # duplicate pairs with their layer
     stats: dict[str, Any] = field(default_factory=dict)  # numbers for the report
+    flagged: dict[str, set[int]] = field(default_factory=dict)  # issue -> files, so far
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectContext:

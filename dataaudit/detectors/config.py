@@ -32,6 +32,8 @@ class DuplicateParams:
     min_correlation: float = 0.97  # ... and by 16x16 grey correlation >= this
     use_pixel_hash: bool = True  # same decoded pixels under another encoding = exact
     embed_min_similarity: float = 0.95  # embedding cosine similarity that makes a near copy
+    align_min_similarity: float = 0.8  # nearest neighbours this alike are checked for crops
+    align_min_correlation: float = 0.95  # ... and linked if their aligned thumbnails match
 
 
 @dataclass
@@ -57,6 +59,12 @@ class GeometryParams:
 
 
 @dataclass
+class SemanticParams:
+    outlier_z: float = 6.0  # robust z-score of the mean kNN distance that makes an outlier
+    label_max_own_share: float = 0.05  # neighbours' vote share for the own label, at most
+
+
+@dataclass
 class BalanceParams:
     imbalance_ratio: float = 10.0  # largest / smallest class count worth a warning
     shift_tvd: float = 0.1  # total variation distance between split label distributions
@@ -75,6 +83,7 @@ class DetectConfig:
     duplicates: DuplicateParams = field(default_factory=DuplicateParams)
     quality: QualityParams = field(default_factory=QualityParams)
     geometry: GeometryParams = field(default_factory=GeometryParams)
+    semantic: SemanticParams = field(default_factory=SemanticParams)
     balance: BalanceParams = field(default_factory=BalanceParams)
     spurious: SpuriousParams = field(default_factory=SpuriousParams)
 

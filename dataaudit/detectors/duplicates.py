@@ -50,9 +50,11 @@ def find_pairs(ctx: DetectContext) -> pl.DataFrame:
                                         "pixel_hash", "pixels"))  # fmt: skip
     layers.append(_phash_pairs(ctx))
     layers.append(embedding_pairs(ctx))
+    found = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
+    layers.append(_aligned_pairs(ctx, found))
     pairs = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
     # Keep each pair once, under its strongest layer (the order above).
-    order = {"bytes": 0, "pixels": 1, "phash": 2, "embedding": 3}
+    order = {"bytes": 0, "pixels": 1, "phash": 2, "embedding": 3, "aligned": 4}
     return (
         pairs.with_columns(pl.col("layer").replace_strict(order, return_dtype=pl.Int8).alias("_o"))
         .sort("a", "b", "_o")
@@ -80,13 +82,9 @@ def _same_value_pairs(img: pl.DataFrame, column: str, layer: str) -> pl.DataFram
 
 
 def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
-    p, q = ctx.config.duplicates, ctx.config.quality
+    p = ctx.config.duplicates
     # A nearly flat image's perceptual hash is noise: flat images would all "match".
-    ok = ctx.decodable.filter(
-        pl.col("phash").is_not_null()
-        & (pl.col("contrast") >= q.low_info_max_contrast)
-        & (pl.col("entropy") >= q.low_info_max_entropy)
-    )
+    ok = _informative(ctx).filter(pl.col("phash").is_not_null())
     hashes = ok.select(pl.col("file_id").alias("id"), pl.col("phash").alias("h"))
     cand = hamming_pairs(ctx.con, hashes, p.phash_radius)
     if cand.height == 0:
@@ -137,6 +135,61 @@ def embedding_pairs(ctx: DetectContext) -> pl.DataFrame:
     from dataaudit.detectors.semantic import semantic_duplicate_pairs
 
     return semantic_duplicate_pairs(ctx)
+
+
+def _informative(ctx: DetectContext) -> pl.DataFrame:
+    """Decodable images with enough structure for a perceptual match to mean anything."""
+    q = ctx.config.quality
+    return ctx.decodable.filter(
+        (pl.col("contrast") >= q.low_info_max_contrast)
+        & (pl.col("entropy") >= q.low_info_max_entropy)
+    )
+
+
+def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
+    """Crops and resized copies: each image's nearest embedding neighbour, verified by
+    aligning their thumbnails (:mod:`dataaudit.detectors.align`)."""
+    from dataaudit.detectors.align import aligned_correlation, small_gray
+    from dataaudit.detectors.semantic import has_table
+
+    p = ctx.config.duplicates
+    if not has_table(ctx, "knn"):
+        return pl.DataFrame(schema=PAIR_SCHEMA)
+    cand = ctx.con.sql(
+        """
+        SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b
+        FROM knn WHERE scope = 'all' AND rank = 1 AND similarity >= ? GROUP BY ALL
+        """,
+        params=[p.align_min_similarity],
+    ).pl()
+    ok = _informative(ctx).select("file_id")
+    cand = (
+        cand.join(ok.rename({"file_id": "a"}), on="a")
+        .join(ok.rename({"file_id": "b"}), on="b")
+        .join(found.select("a", "b"), on=["a", "b"], how="anti")
+    )
+    if cand.height == 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA)
+    ids = np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()]))
+    ctx.con.register("_align_ids", pl.DataFrame({"file_id": ids}).to_arrow())
+    try:
+        thumbs = dict(
+            ctx.con.execute(
+                "SELECT file_id, jpeg FROM thumbnails JOIN _align_ids USING (file_id)"
+            ).fetchall()
+        )
+    finally:
+        ctx.con.unregister("_align_ids")
+    gray = {fid: small_gray(jpeg) for fid, jpeg in thumbs.items()}
+    corr = [
+        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else -1.0
+        for a, b in cand.select("a", "b").iter_rows()
+    ]
+    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64))
+    ctx.stats["aligned_candidates"] = cand.height
+    verified = cand.filter(pl.col("corr") >= p.align_min_correlation)
+    return verified.select("a", "b", pl.lit("aligned").alias("layer"),
+                           (1.0 - pl.col("corr")).alias("distance"))  # fmt: skip
 
 
 def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -220,6 +273,8 @@ def _near_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -
     how = (
         pl.when(pl.col("layer") == "phash")
         .then(pl.format("pHash {} bits apart", pl.col("distance").cast(pl.Int64)))
+        .when(pl.col("layer") == "aligned")
+        .then(pl.format("crop/resize aligned, correlation {}", (1.0 - pl.col("distance")).round(3)))
         .otherwise(pl.format("embedding similarity {}", (1.0 - pl.col("distance")).round(3)))
     )
     details = pl.format(

@@ -11,6 +11,7 @@ from dataaudit.detectors.duplicates import detect_duplicates
 from dataaudit.detectors.geometry import detect_geometry
 from dataaudit.detectors.integrity import detect_integrity
 from dataaudit.detectors.quality import detect_quality
+from dataaudit.detectors.semantic import detect_label_errors, detect_outliers
 
 # issue type -> (severity, one-line description)
 ISSUE_TYPES: dict[str, tuple[str, str]] = {
@@ -26,6 +27,8 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
     "grayscale": ("warning", "R = G = B in a colour dataset"),
     "odd_size": ("warning", "tiny, or far from the dataset's typical size"),
     "odd_aspect_ratio": ("warning", "aspect ratio far from the dataset's typical one"),
+    "outlier": ("warning", "far from every other image in embedding space"),
+    "label_error": ("warning", "its nearest neighbours carry another label"),
     "decompression_bomb": ("info", "too many pixels to decode safely"),
     "unsupported_format": ("info", "needs a codec Pillow lacks here"),
     "unusual_mode": ("info", "colour mode (CMYK, 16-bit, palette, alpha) rare in this dataset"),
@@ -45,6 +48,10 @@ DETECTORS: tuple[Detector, ...] = (
              detect_quality, "exposure, sharpness, information and colour"),
     Detector("geometry", ("odd_size", "odd_aspect_ratio"), detect_geometry,
              "size and aspect ratio against the dataset's typical shape"),
+    Detector("outliers", ("outlier",), detect_outliers,
+             "distance to the nearest neighbours in embedding space, global and per label"),
+    Detector("label_errors", ("label_error",), detect_label_errors,
+             "similarity-weighted vote of the nearest neighbours' labels"),
     Detector("balance", (), detect_balance, "class counts per split, imbalance, label shift"),
     Detector("spurious", (), detect_spurious, "properties that alone predict a label"),
 )  # fmt: skip

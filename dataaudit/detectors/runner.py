@@ -39,17 +39,26 @@ def run_detectors(
     """Run all detectors, replace the previous results, record the run."""
     started = time.perf_counter()
     run_id = db.start_run(con, "detect", {"config": config.to_dict(), "sources": sources or []})
-    ctx = DetectContext.load(con, config)
-    issue_frames = [empty_issues()]
-    findings: list[Finding] = []
-    for detector in DETECTORS:
-        out = detector.run(ctx)
-        if isinstance(out, pl.DataFrame):
-            issue_frames.append(out.select(empty_issues().columns).cast(empty_issues().schema))
-        else:
-            findings.extend(out)
-    issues = pl.concat(issue_frames).with_columns(pl.lit(run_id).alias("run_id"))
-    _write(con, run_id, issues, ctx, findings)
+    try:
+        ctx = DetectContext.load(con, config)
+        issue_frames = [empty_issues()]
+        findings: list[Finding] = []
+        for detector in DETECTORS:
+            out = detector.run(ctx)
+            if isinstance(out, pl.DataFrame):
+                out = out.select(empty_issues().columns).cast(empty_issues().schema)
+                issue_frames.append(out)
+                for issue, ids in (
+                    out.filter(pl.col("is_issue")).group_by("issue").agg("file_id").iter_rows()
+                ):
+                    ctx.flagged.setdefault(issue, set()).update(ids)
+            else:
+                findings.extend(out)
+        issues = pl.concat(issue_frames).with_columns(pl.lit(run_id).alias("run_id"))
+        _write(con, run_id, issues, ctx, findings)
+    except BaseException as exc:
+        db.finish_run(con, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
     result = DetectResult(run_id, issues, findings, ctx.stats, time.perf_counter() - started)
     db.finish_run(con, run_id, "completed", {"issues": result.counts(), **_jsonable(ctx.stats)})
     return result

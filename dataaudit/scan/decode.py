@@ -8,6 +8,7 @@ A bad file is a row, not an exception: :func:`decode` returns a :class:`Decoded`
 from __future__ import annotations
 
 import io
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ FORMAT_EXTENSIONS: dict[str, frozenset[str]] = {
     "AVIF": frozenset({".avif"}),
     "HEIF": frozenset({".heic", ".heif"}),
 }
+
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 # Pillow's own hard limit is twice MAX_IMAGE_PIXELS (about 179 megapixels).
 DEFAULT_BOMB_PIXELS = 2 * 89_478_485
@@ -139,6 +142,8 @@ def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
         if sniffed is None:
             return Decoded("not_image", "NotAnImage", describe_non_image(data))
         status = "unsupported" if sniffed in _NEEDS_PLUGIN else "unreadable"
+        if status == "unreadable" and _ends_early(data, sniffed, exc):
+            status = "truncated"  # cut inside the header: the common partial download
         return Decoded(status, type(exc).__name__, _short(exc), format=sniffed)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
@@ -192,6 +197,18 @@ def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
     return d
 
 
+def _ends_early(data: bytes, sniffed: str, exc: BaseException) -> bool:
+    """Whether a header that failed to parse looks cut short rather than malformed."""
+    msg = str(exc).lower()
+    if isinstance(exc, EOFError) or "truncated" in msg:
+        return True
+    if sniffed == "PNG":
+        return b"IEND" not in data[-12:]
+    if sniffed == "JPEG":
+        return b"\xff\xd9" not in data
+    return False
+
+
 def png_crc_error(data: bytes) -> str | None:
     """Return the name of the first PNG chunk whose CRC does not match, else None.
 
@@ -226,6 +243,7 @@ def extension_matches(fmt: str | None, ext: str) -> bool | None:
 
 def _short(exc: BaseException, limit: int = 300) -> str:
     msg = str(exc) or type(exc).__name__
+    msg = _OBJECT_REPR.sub("", msg).strip()  # "<_io.BytesIO object at 0x...>" differs per run
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 

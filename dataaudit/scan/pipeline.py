@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ class ScanOptions:
     labels_file: str | None = None
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     write_batch: int = 2000  # rows per transaction
+    write_every_s: float = 2.0  # ...or sooner: a kill loses at most this much work
     embed: Any = None  # an embedding hook (see dataaudit.embed.pipeline), or None
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +50,7 @@ class ScanOptions:
             "labels_file": self.labels_file,
             "measure": self.measure.to_dict(),
             "write_batch": self.write_batch,
+            "write_every_s": self.write_every_s,
             "embed": self.embed.describe() if self.embed else None,
         }
 
@@ -74,6 +77,7 @@ class ScanSummary:
     corrupt: int = 0
     flagged: int = 0
     measured: int = 0
+    embed_only: int = 0  # unchanged images read again only to embed them
     elapsed_s: float = 0.0
     split_label_counts: list[tuple[str | None, str | None, int]] = field(default_factory=list)
     status: str = "completed"
@@ -81,6 +85,18 @@ class ScanSummary:
     def counts(self) -> dict[str, Any]:
         skip = {"root", "index_path", "split_label_counts", "run_id"}
         return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+def storable(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes become ``\\xNN`` escapes.
+
+    ``os.scandir`` hands back such bytes as lone surrogates, which Arrow and DuckDB refuse.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def file_id(rel_path: str) -> int:
@@ -95,6 +111,13 @@ _WORKER_STATE: dict[str, Any] = {}
 
 def _init_worker(root: str, config: MeasureConfig, embed_spec: Any) -> None:
     _WORKER_STATE.update(root=root, config=config, embed_spec=embed_spec)
+
+
+def _init_pool_worker(*initargs: Any) -> None:
+    """Ctrl-C reaches the whole process group: only the main process handles it (it saves
+    what is done and terminates the pool), so workers do not each print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*initargs)
 
 
 # A unit of work: (file_id, path, split, label, bytes, mtime_ns, has_image_ext, was_indexed).
@@ -130,8 +153,9 @@ class _Pool:
         self.pool = None
         if workers > 0:
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["dataaudit.scan.measure"])
-            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=initargs)
+            # scipy.fftpack is imagehash.phash's lazy import (~1 s): pay it once, not per worker
+            ctx.set_forkserver_preload(["dataaudit.scan.measure", "scipy.fftpack"])
+            self.pool = ctx.Pool(workers, initializer=_init_pool_worker, initargs=initargs)
 
     def map(self, tasks: Iterator[Task], in_flight: int) -> Iterator[Any]:
         if self.pool is None:
@@ -185,20 +209,21 @@ def scan(
         from dataclasses import replace
 
         measure_cfg = replace(measure_cfg, embed_size=embed_spec.input_size)
-    # Start workers before the index is open: they inherit nothing from DuckDB.
-    pool = _Pool(options.resolved_workers(), (str(root), measure_cfg, embed_spec))
+    pool = _Pool(0, (str(root), measure_cfg, embed_spec))  # replaced below if there is work
     con = None
     try:
         con = db.open_index(index_path)
         _check_root(con, root, index_path)
         run_id = db.start_run(con, "scan", {"root": str(root), **options.to_dict()})
         summary = ScanSummary(str(root), str(index_path), "", run_id)
-        _stage_discovered(con, root, index_path, labels, summary)
-        todo = _plan(con, summary)
+        disk_names = _stage_discovered(con, root, index_path, labels, summary)
+        todo = _plan(con, summary, options.embed)
         if on_start:
             on_start(summary.layout, todo)
+        if todo:  # forkserver workers start from a fresh interpreter: no DuckDB state leaks
+            pool = _Pool(options.resolved_workers(), (str(root), measure_cfg, embed_spec))
         try:
-            _measure_and_write(con, pool, todo, run_id, options, progress, summary)
+            _measure_and_write(con, pool, todo, run_id, options, progress, summary, disk_names)
         except BaseException:
             summary.status = "interrupted"
             pool.close(terminate=True)
@@ -232,8 +257,11 @@ def _stage_discovered(
     index_path: Path,
     labels: pl.DataFrame | None,
     summary: ScanSummary,
-) -> None:
-    """Stream the folder walk into ``_scan_seen`` with split and label resolved."""
+) -> dict[str, str]:
+    """Stream the folder walk into ``_scan_seen`` with split and label resolved.
+
+    Returns the few paths whose stored (escaped) form differs from their name on disk.
+    """
     con.execute(
         "CREATE OR REPLACE TABLE _scan_seen (file_id BIGINT, path VARCHAR, split VARCHAR, "
         "label VARCHAR, bytes BIGINT, mtime_ns BIGINT, has_image_ext BOOLEAN)"
@@ -241,11 +269,15 @@ def _stage_discovered(
     own_files = {_relative(p, root) for p in _index_files(index_path)}
     batch: list[tuple[Any, ...]] = []
     cols = ["file_id", "path", "split", "label", "bytes", "mtime_ns", "has_image_ext"]
+    disk_names: dict[str, str] = {}
     for entry in discover.walk(root):
         if entry.rel_path in own_files:
             continue
-        split, label = discover.split_and_label(entry.rel_path)
-        row = (file_id(entry.rel_path), entry.rel_path, split, label, entry.size,
+        path = storable(entry.rel_path)
+        if path != entry.rel_path:
+            disk_names[path] = entry.rel_path
+        split, label = discover.split_and_label(path)
+        row = (file_id(entry.rel_path), path, split, label, entry.size,
                entry.mtime_ns, entry.has_image_ext)  # fmt: skip
         batch.append(row)
         if len(batch) >= 50_000:
@@ -261,6 +293,7 @@ def _stage_discovered(
         con.unregister("_labels")
     summary.files_seen = con.execute("SELECT count(*) FROM _scan_seen").fetchall()[0][0]
     summary.layout = _layout(con, labels is not None)
+    return disk_names
 
 
 def _index_files(index_path: Path) -> list[Path]:
@@ -282,14 +315,20 @@ def _layout(con: duckdb.DuckDBPyConnection, from_labels_file: bool) -> str:
     return f"{layout} (labels from file)" if from_labels_file else layout
 
 
-def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary) -> int:
-    """Work out new / changed / unchanged / deleted files; return how many need reading."""
+def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary, embed: Any = None) -> int:
+    """Work out new / changed / unchanged / deleted files; return how many need reading.
+
+    With embeddings on, unchanged images that have no vector yet (an earlier scan ran with
+    --no-embed, or with another model) are read again too.
+    """
     con.execute("BEGIN")
     summary.deleted = con.execute(
         "DELETE FROM images WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)"
     ).fetchall()[0][0]
     con.execute("DELETE FROM thumbnails WHERE file_id NOT IN (SELECT file_id FROM images)")
     con.execute("DELETE FROM skipped_files WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)")
+    if embed is not None:
+        embed.prepare(con)
     # Labels can change without the bytes changing (a new labels file): apply in place.
     con.execute(
         "UPDATE images SET split = s.split, label = s.label FROM _scan_seen s "
@@ -299,25 +338,38 @@ def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary) -> int:
     con.execute(
         """
         CREATE OR REPLACE TABLE _scan_todo AS
-        SELECT s.*, (i.file_id IS NOT NULL) AS was_indexed
+        SELECT s.*, (i.file_id IS NOT NULL OR k.file_id IS NOT NULL) AS was_indexed,
+               (i.file_id IS NOT NULL AND i.bytes = s.bytes AND i.mtime_ns = s.mtime_ns)
+                   AS embed_only
         FROM _scan_seen s
         LEFT JOIN images i ON i.file_id = s.file_id
         LEFT JOIN skipped_files k ON k.file_id = s.file_id
-        WHERE NOT (i.file_id IS NOT NULL AND i.bytes = s.bytes AND i.mtime_ns = s.mtime_ns)
+        WHERE NOT (i.file_id IS NOT NULL AND i.bytes = s.bytes AND i.mtime_ns = s.mtime_ns
+                   AND NOT ({missing_vector}))
           AND NOT (k.file_id IS NOT NULL AND k.bytes = s.bytes AND k.mtime_ns = s.mtime_ns)
-        """
+        """.format(
+            missing_vector="i.decode_status = 'ok' AND i.file_id NOT IN "
+            "(SELECT file_id FROM embeddings)"
+            if embed is not None
+            else "FALSE"
+        )
     )
     con.execute("COMMIT")
-    todo, changed = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE was_indexed) FROM _scan_todo"
+    todo, changed, embed_only = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE was_indexed AND NOT embed_only), "
+        "count(*) FILTER (WHERE embed_only) FROM _scan_todo"
     ).fetchall()[0]
     summary.changed = changed
-    summary.unchanged = summary.files_seen - todo
+    summary.unchanged = summary.files_seen - todo + embed_only
+    summary.embed_only = embed_only
     return todo
 
 
-def _todo_stream(con: duckdb.DuckDBPyConnection) -> Iterator[Task]:
-    """Stream the work list from its own cursor, a record batch at a time."""
+def _todo_stream(con: duckdb.DuckDBPyConnection, disk_names: dict[str, str]) -> Iterator[Task]:
+    """Stream the work list from its own cursor, a record batch at a time.
+
+    Tasks carry the name on disk; the writer stores its :func:`storable` form.
+    """
     cols = ["file_id", "path", "split", "label", "bytes", "mtime_ns", "has_image_ext",
             "was_indexed"]  # fmt: skip
     cur = con.cursor()
@@ -327,6 +379,8 @@ def _todo_stream(con: duckdb.DuckDBPyConnection) -> Iterator[Task]:
         )
         for rb in reader:
             d = rb.to_pydict()
+            if disk_names:
+                d["path"] = [disk_names.get(p, p) for p in d["path"]]
             yield from zip(*(d[c] for c in cols), strict=True)
     finally:
         cur.close()
@@ -340,6 +394,7 @@ def _measure_and_write(
     options: ScanOptions,
     progress: Progress | None,
     summary: ScanSummary,
+    disk_names: dict[str, str],
 ) -> None:
     writer = _BatchWriter(con, run_id, options)
     in_flight = max(64, 32 * max(1, pool.workers))
@@ -347,7 +402,7 @@ def _measure_and_write(
     if progress:
         progress(0, todo)
     try:
-        for task, m in pool.map(_todo_stream(con), in_flight):
+        for task, m in pool.map(_todo_stream(con, disk_names), in_flight):
             writer.add(task, m)
             done += 1
             if progress and (done % 64 == 0 or done == todo):
@@ -357,7 +412,9 @@ def _measure_and_write(
         raise
     writer.flush()
     summary.measured = writer.images_written
-    summary.new = writer.images_written + writer.skipped_written - summary.changed
+    summary.new = (
+        writer.images_written + writer.skipped_written - summary.changed - summary.embed_only
+    )
 
 
 class _BatchWriter:
@@ -371,13 +428,17 @@ class _BatchWriter:
         self.skipped: list[Task] = []
         self.images_written = 0
         self.skipped_written = 0
+        self.last_write = time.monotonic()
 
     def add(self, task: Task, m: Measurement | None) -> None:
         if m is None:
             self.skipped.append(task)
         else:
             self.rows.append((task, m))
-        if len(self.rows) + len(self.skipped) >= self.options.write_batch:
+        pending = len(self.rows) + len(self.skipped)
+        if pending >= self.options.write_batch or (
+            time.monotonic() - self.last_write >= self.options.write_every_s
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -386,6 +447,7 @@ class _BatchWriter:
         records, thumbs, vectors_in = [], [], []
         for task, m in self.rows:
             fid, path, split, label, nbytes, mtime_ns = task[:6]
+            path = storable(path)
             rec = dict(m.record)
             rec.update(
                 file_id=fid, path=path, split=split, label=label, bytes=nbytes,
@@ -397,24 +459,26 @@ class _BatchWriter:
             if m.embed_pixels is not None:
                 vectors_in.append((fid, m.embed_pixels))
         skipped = [
-            {"file_id": t[0], "path": t[1], "bytes": t[4], "mtime_ns": t[5],
+            {"file_id": t[0], "path": storable(t[1]), "bytes": t[4], "mtime_ns": t[5],
              "reason": "not an image (no image extension, no image signature)"}
             for t in self.skipped
         ]  # fmt: skip
         embedded = self.options.embed.embed(vectors_in) if self.options.embed else None
         self.con.execute("BEGIN")
         try:
+            # A changed file may also have turned from an image into a non-image or back:
+            # drop its old rows from every table before writing its new one.
+            ids = [r["file_id"] for r in records] + [k["file_id"] for k in skipped]
+            self.con.register("_changed", pl.DataFrame({"file_id": ids}).to_arrow())
+            for table in ("thumbnails", "images", "skipped_files"):
+                self.con.execute(f"DELETE FROM {table} WHERE file_id IN (SELECT * FROM _changed)")
+            self.con.unregister("_changed")
             if records:
-                ids = pl.DataFrame({"file_id": [r["file_id"] for r in records]})
-                self.con.register("_changed", ids.to_arrow())
-                self.con.execute("DELETE FROM thumbnails WHERE file_id IN (SELECT * FROM _changed)")
-                self.con.execute("DELETE FROM images WHERE file_id IN (SELECT * FROM _changed)")
-                self.con.unregister("_changed")
                 db.write_frame(self.con, "images", pl.DataFrame(records, infer_schema_length=None))
             if thumbs:
                 db.write_frame(self.con, "thumbnails", pl.DataFrame(thumbs))
             if skipped:
-                db.write_frame(self.con, "skipped_files", pl.DataFrame(skipped), replace=True)
+                db.write_frame(self.con, "skipped_files", pl.DataFrame(skipped))
             if embedded is not None:
                 self.options.embed.write(self.con, embedded)
             self.con.execute("COMMIT")
@@ -425,6 +489,7 @@ class _BatchWriter:
         self.skipped_written += len(skipped)
         self.rows.clear()
         self.skipped.clear()
+        self.last_write = time.monotonic()
 
 
 def _finish(con: duckdb.DuckDBPyConnection, summary: ScanSummary, started: float) -> None:
@@ -445,4 +510,7 @@ def _finish(con: duckdb.DuckDBPyConnection, summary: ScanSummary, started: float
         con.execute("DROP TABLE IF EXISTS _scan_seen")
         con.execute("DROP TABLE IF EXISTS _scan_todo")
     db.finish_run(con, summary.run_id, summary.status, summary.counts())
-    con.execute("CHECKPOINT")
+    if summary.status == "completed":
+        # Not after an interruption: the work-list cursor may still hold a transaction, and
+        # CHECKPOINT would then fail and hide the KeyboardInterrupt. The WAL replays on open.
+        con.execute("CHECKPOINT")

@@ -31,7 +31,8 @@ _SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 def fallback_index_dir(root: Path) -> Path:
     """Where the index goes when the dataset folder is read-only: a per-root cache folder."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    root = root.resolve()  # "." and "data/" must name the same folder as the scan did
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
     return cache / "dataaudit" / f"{root.name or 'root'}-{digest}"
 
 

@@ -117,3 +117,26 @@ CREATE TABLE IF NOT EXISTS findings (
     details  JSON,
     run_id   INTEGER
 );
+
+-- L2-normalised image embeddings; the model that made them is in meta 'embedding_model'.
+CREATE TABLE IF NOT EXISTS embeddings (
+    file_id BIGINT PRIMARY KEY,
+    vector  FLOAT[] NOT NULL
+);
+
+-- k-nearest-neighbour graph over the embeddings (cosine). scope 'all': among every image;
+-- 'label': among images with the same label.
+CREATE TABLE IF NOT EXISTS knn (
+    file_id     BIGINT NOT NULL,
+    neighbor_id BIGINT NOT NULL,
+    rank        SMALLINT NOT NULL,   -- 1 = nearest
+    similarity  REAL NOT NULL,
+    scope       VARCHAR NOT NULL
+);
+
+-- A 2-D projection of the embeddings (PCA, or UMAP where installed) for the app's map.
+CREATE TABLE IF NOT EXISTS embedding_map (
+    file_id BIGINT PRIMARY KEY,
+    x       REAL,
+    y       REAL
+);

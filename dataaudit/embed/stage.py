@@ -1,0 +1,158 @@
+"""The embedding stage of a scan: embed each batch as it is written, then build the kNN graph.
+
+Scan workers already decoded every image once and return its pixels at the embedder's
+input size (``dataaudit.embed.spec.prepare_pixels``); this stage, in the main process,
+turns them into vectors inside the same transaction as the image rows (so an interrupted
+scan resumes with rows and vectors in step), and at the end of the scan computes the
+k-nearest-neighbour graph (globally and within each label) and a 2-D map. Detectors then
+read only the ``knn`` table.
+
+Only this module (with the rest of ``dataaudit.embed``) imports torch, and only when a
+scan with embeddings actually starts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from dataaudit.embed.spec import EmbedSpec
+from dataaudit.store import db
+
+DEFAULT_K = 10
+
+
+class EmbedStage:
+    """Hook the scan pipeline calls: ``embed`` and ``write`` per batch, ``finish`` once."""
+
+    def __init__(
+        self,
+        spec: EmbedSpec | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        k: int = DEFAULT_K,
+    ) -> None:
+        self.spec = spec or EmbedSpec()
+        self.device = device
+        self.batch_size = batch_size
+        self.k = k
+        self._embedder = None
+        self.changed = False
+
+    def load(self) -> None:
+        """Load the model now, so a missing weights file fails before any work is done."""
+        if self._embedder is None:
+            from dataaudit.embed.model import Embedder
+
+            self._embedder = Embedder(self.spec, self.device, batch_size=self.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        self.load()
+        return {**self._embedder.describe(), "k": self.k}
+
+    def model_key(self) -> str:
+        """What must match for stored vectors to be reused: backbone, weights, preprocessing."""
+        d = self.describe()
+        return json.dumps({key: d[key] for key in ("backbone", "weights", "input_size",
+                                                     "resize", "mean", "std")}, sort_keys=True)  # fmt: skip
+
+    def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Before planning: drop vectors made by a different model, and orphans."""
+        key = self.model_key()
+        if db.get_meta(con, "embedding_model_key") != key:
+            for table in ("embeddings", "knn", "embedding_map"):
+                con.execute(f"DELETE FROM {table}")
+            db.set_meta(con, "embedding_model_key", key)
+            db.set_meta(con, "embedding_model", json.dumps(self.describe()))
+            self.changed = True
+        gone = con.execute(
+            "DELETE FROM embeddings WHERE file_id NOT IN (SELECT file_id FROM images)"
+        ).fetchall()[0][0]
+        self.changed |= gone > 0
+
+    def embed(self, items: list[tuple[int, np.ndarray]]) -> pl.DataFrame | None:
+        """Vectors for one batch of (file_id, pixels)."""
+        if not items:
+            return None
+        self.load()
+        vectors = self._embedder.embed(np.stack([px for _, px in items]))
+        return pl.DataFrame(
+            {"file_id": [fid for fid, _ in items], "vector": vectors},
+            schema={"file_id": pl.Int64, "vector": pl.List(pl.Float32)},
+        )
+
+    def write(self, con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+        if frame is None or frame.height == 0:
+            return
+        db.write_frame(con, "embeddings", frame, replace=True)
+        self.changed = True
+
+    def finish(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Rebuild the kNN graph and the 2-D map if any vector changed."""
+        have_graph = con.execute("SELECT count(*) FROM knn").fetchall()[0][0] > 0
+        if not self.changed and have_graph:
+            return
+        data = con.sql(
+            "SELECT e.file_id, e.vector, i.label FROM embeddings e JOIN images i USING (file_id) "
+            "ORDER BY e.file_id"
+        ).pl()
+        con.execute("BEGIN")
+        try:
+            con.execute("DELETE FROM knn")
+            con.execute("DELETE FROM embedding_map")
+            if data.height >= 2:
+                self._write_graph(con, data)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _write_graph(self, con: duckdb.DuckDBPyConnection, data: pl.DataFrame) -> None:
+        from dataaudit.embed.analysis import project_2d
+        from dataaudit.embed.knn import knn, knn_within_groups
+
+        ids = data["file_id"].to_numpy()
+        vectors = np.asarray(data["vector"].to_list(), dtype=np.float32)
+        device = self._embedder.device if self._embedder else "cpu"
+        idx, sim = knn(vectors, self.k, device=device)
+        frames = [_knn_frame(ids, idx, sim, "all")]
+        labels = data["label"].to_numpy()
+        labelled = np.flatnonzero(data["label"].is_not_null().to_numpy())
+        if len(labelled) >= 2:
+            lidx, lsim = knn_within_groups(vectors[labelled], labels[labelled].astype(str),
+                                           self.k, device=device)  # fmt: skip
+            lidx = np.where(lidx >= 0, labelled[np.clip(lidx, 0, None)], -1)
+            frames.append(_knn_frame(ids[labelled], lidx, lsim, "label", all_ids=ids))
+        db.write_frame(con, "knn", pl.concat(frames))
+        xy = project_2d(vectors)
+        db.write_frame(
+            con, "embedding_map", pl.DataFrame({"file_id": ids, "x": xy[:, 0], "y": xy[:, 1]})
+        )
+
+
+def _knn_frame(
+    ids: np.ndarray,
+    idx: np.ndarray,
+    sim: np.ndarray,
+    scope: str,
+    all_ids: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """Long-form kNN rows, skipping empty slots (index -1 / NaN similarity)."""
+    lookup = ids if all_ids is None else all_ids
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n), k)
+    flat_idx, flat_sim = idx.ravel(), sim.ravel()
+    keep = (flat_idx >= 0) & ~np.isnan(flat_sim)
+    return pl.DataFrame(
+        {
+            "file_id": ids[rows[keep]],
+            "neighbor_id": lookup[flat_idx[keep]],
+            "rank": (np.tile(np.arange(1, k + 1), n)[keep]).astype(np.int16),
+            "similarity": flat_sim[keep].astype(np.float32),
+            "scope": scope,
+        }
+    )
