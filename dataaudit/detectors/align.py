@@ -16,6 +16,7 @@ import io
 
 import numpy as np
 from PIL import Image
+from scipy import fft as sp_fft  # faster than numpy.fft; scipy comes with imagehash
 
 ALIGN_SIZE = 48  # px; alignment is robust at this size and ~5x cheaper than at 128
 
@@ -27,49 +28,82 @@ def small_gray(jpeg: bytes, size: int = ALIGN_SIZE) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
+class _Search:
+    """One image prepared for many template searches: its FFT and integral images."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        ih, iw = image.shape
+        self.shape = (2 * ih, 2 * iw)  # fits any template no larger than the image
+        self.spectrum = sp_fft.rfft2(image, self.shape)
+        self.sum1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        self.sum2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+
+    def best(self, template: np.ndarray) -> float:
+        """Best normalised cross-correlation of ``template`` fully inside the image."""
+        ih, iw = self.image.shape
+        th, tw = template.shape
+        if th > ih or tw > iw or th < 4 or tw < 4:
+            return -1.0
+        t = template - template.mean()
+        t_norm = float(np.sqrt((t * t).sum()))
+        if t_norm < 1e-6:
+            return -1.0
+        spec = self.spectrum * sp_fft.rfft2(t[::-1, ::-1], self.shape)
+        corr = sp_fft.irfft2(spec, self.shape)[th - 1 : ih, tw - 1 : iw]
+        s1 = _window(self.sum1, th, tw)
+        s2 = _window(self.sum2, th, tw)
+        var = np.maximum(s2 - s1 * s1 / (th * tw), 0.0)
+        denom = np.sqrt(var) * t_norm
+        valid = denom > 1e-6 * t_norm
+        if not valid.any():
+            return -1.0
+        return float((corr[valid] / denom[valid]).max())
+
+
 def ncc_max(image: np.ndarray, template: np.ndarray) -> float:
     """Best normalised cross-correlation of ``template`` over every position inside ``image``."""
-    ih, iw = image.shape
-    th, tw = template.shape
-    if th > ih or tw > iw or th < 4 or tw < 4:
-        return -1.0
-    t = template - template.mean()
-    t_norm = float(np.sqrt((t * t).sum()))
-    if t_norm < 1e-6:
-        return -1.0
-    shape = (ih + th - 1, iw + tw - 1)
-    corr = np.fft.irfft2(np.fft.rfft2(image, shape) * np.fft.rfft2(t[::-1, ::-1], shape), shape)
-    corr = corr[th - 1 : ih, tw - 1 : iw]  # positions where the template lies fully inside
-    s1 = _window_sum(image, th, tw)
-    s2 = _window_sum(image * image, th, tw)
-    n = th * tw
-    var = np.maximum(s2 - s1 * s1 / n, 0.0)
-    denom = np.sqrt(var) * t_norm
-    valid = denom > 1e-6 * t_norm
-    if not valid.any():
-        return -1.0
-    return float((corr[valid] / denom[valid]).max())
+    return _Search(image).best(template)
 
 
-def _window_sum(a: np.ndarray, th: int, tw: int) -> np.ndarray:
-    c = np.pad(a, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
     return c[th:, tw:] - c[:-th, tw:] - c[th:, :-tw] + c[:-th, :-tw]
 
 
 def aligned_correlation(
-    a: np.ndarray, b: np.ndarray, min_cover: float = 0.7, steps: int = 8
+    a: np.ndarray, b: np.ndarray, min_cover: float = 0.7, steps: int = 16, coarse: int = 24
 ) -> float:
     """Best correlation of one image placed, rescaled, inside the other.
 
     The smaller image is scaled so that it covers from ``min_cover`` to all of the larger
     one's extent (crops of up to 30% per dimension, with or without a resize), and slid
-    across it. Returns a value in [-1, 1]; copies score close to 1.
+    across it. Coarse to fine: pairs that do not line up at ``coarse`` px (most distinct
+    photos) are rejected there; the rest are measured at full size over ``steps`` scales.
+    Returns a value in [-1, 1]; copies score close to 1.
     """
+    if max(a.shape + b.shape) > coarse:
+        rough = _best_over_scales(_shrink(a, coarse), _shrink(b, coarse), min_cover, 8)
+        if rough < COARSE_REJECT:
+            return rough
+    return _best_over_scales(a, b, min_cover, steps)
+
+
+COARSE_REJECT = 0.8  # coarse correlation below which a pair is not worth refining
+
+
+def _shrink(x: np.ndarray, size: int) -> np.ndarray:
+    im = Image.fromarray(x)
+    im.thumbnail((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32)
+
+
+def _best_over_scales(a: np.ndarray, b: np.ndarray, min_cover: float, steps: int) -> float:
     if a.size < b.size:
         a, b = b, a
     ah, aw = a.shape
     bh, bw = b.shape
     g_max = min(ah / bh, aw / bw)
+    search = _Search(a)
     best = -1.0
     for g in np.geomspace(g_max, g_max * min_cover, steps):
         h, w = max(4, round(bh * g)), max(4, round(bw * g))
@@ -81,5 +115,5 @@ def aligned_correlation(
             tmpl = np.asarray(
                 Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32
             )
-        best = max(best, ncc_max(a, tmpl))
+        best = max(best, search.best(tmpl))
     return best

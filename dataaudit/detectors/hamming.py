@@ -10,17 +10,27 @@ How the search works (multi-index hashing, generalised pigeonhole):
 * Identical hash values are collapsed first; the search runs over *distinct* values and the
   id pairs are expanded at the end. Thousands of flat images sharing hash 0 then cost one
   row in the search, not a million-pair self-join per band.
-* The 64 bits are cut into ``m`` bands and each band ``i`` gets a sub-radius ``s_i`` with
-  ``sum(s_i + 1) == radius + 1``. If two hashes differ in at most ``radius`` bits, at least
-  one band differs in at most ``s_i`` bits (otherwise the total would be >= radius + 1).
-  With every ``s_i == 0`` this is the plain scheme (radius + 1 bands, equi-join per band).
-* For each band, DuckDB joins every value against the values whose band key is within
-  ``s_i`` bits (the key xor'ed with each mask of popcount <= s_i: an equi-join per mask),
-  verifies the full distance with ``bit_count(xor(...))`` and keeps a pair only in the
-  first band that can find it, so bands never report the same pair twice and no global
-  DISTINCT is needed. One band is processed at a time; only verified pairs are stored.
-* ``strategy="auto"`` picks ``m`` and the ``s_i`` with a cost model (probe rows + candidate
-  pairs, assuming roughly uniform hash bits); ``strategy="bands"`` forces the plain scheme.
+* The 64 bits are cut into ``m`` contiguous bands and band ``i`` gets a sub-radius ``s_i``
+  with ``sum(s_i + 1) == radius + 1``. If two hashes differ in at most ``radius`` bits, at
+  least one band differs in at most ``s_i`` bits (otherwise the total would be > radius).
+  With every ``s_i == 0`` this is the plain scheme: radius + 1 bands, one equi-join each.
+* Band ``i`` is searched with one DuckDB equi-join: each side lists every value with its
+  band key xor'ed by every mask of up to ceil(s_i/2) (probe side) or floor(s_i/2) (build
+  side) bits, so keys within s_i bits meet. Splitting the flips between the sides keeps
+  both small (23 + 23 rows per value for s_i = 2 on 22 bits, not 254). A pair that meets
+  through several flip combinations is kept only for its canonical split, and only in the
+  first band that can find it, so no pair is reported twice and no DISTINCT is needed.
+  Candidates are verified with ``bit_count(xor(a, b)) <= radius`` inside the join.
+* Memory stays bounded: one band at a time, the build side split into passes of at most
+  ``_BUILD_ROWS_PER_PASS`` rows by a hash of the key, and only verified pairs are stored.
+* ``strategy="auto"`` picks ``m``, the ``s_i`` and the band widths with a cost model (rows
+  probed + rows built + candidates verified, for uniform hash bits); ``strategy="bands"``
+  forces the plain scheme. At 1M random hashes, radius 6, the model's plan does ~1/60 of
+  the plain scheme's work; see bench/bench_hamming.py.
+* Real pHashes are not uniform: look-alike photos share more band bits than chance, so
+  band buckets are fuller than the model assumes. That costs time, not memory (candidates
+  are filtered inside the join). Drop near-flat images before the search: their hashes are
+  noise that collides.
 
 Heavy buckets: a hash value shared by more than ``max_bucket`` ids would expand to
 ``c * (c - 1) / 2`` pairs. Such a bucket is emitted as a star instead (every member paired
@@ -51,7 +61,8 @@ HASH_BITS = 64
 MAX_RADIUS = 16
 # Relative costs of the three things a band join does, used only to choose a plan: generate
 # and probe one row, insert one row into the hash table, and verify one candidate pair
-# (bit_count on the full hash). Fitted to DuckDB on 2 cores with 1M random hashes.
+# (bit_count on the full hash). Probe and verify both measured ~40-50 ns per row in DuckDB
+# on 2 shared cores with 1M random hashes; the build weight is a rough guess.
 _PROBE_COST = 1.0
 _BUILD_COST = 2.0
 _MATCH_COST = 1.0
