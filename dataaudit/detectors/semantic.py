@@ -107,8 +107,9 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
         .replace_strict(explained, default=None, return_dtype=pl.String)
         .alias("why")
     )
-    strongest = pl.max_horizontal(pl.col("z_all"), pl.col("z_label").fill_null(0.0))
-    severity = (strongest / (2.0 * threshold)).fill_null(0.0)
+    # Ranked by the global z-score: a high within-label z with a normal global one is the
+    # signature of a wrong label (see label_error), not of an image that does not belong.
+    severity = (pl.col("z_all") / (2.0 * threshold)).fill_null(0.0)
     return issue_rows(
         frame,
         "outlier",

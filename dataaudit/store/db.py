@@ -63,10 +63,17 @@ def find_index(path: str | Path) -> Path:
 
 
 def _check_is_duckdb(db_path: Path) -> None:
+    if db_path.is_dir():
+        raise DataAuditError(
+            f"the index path {db_path} is a folder", "pass a file path such as FOLDER/index.duckdb"
+        )
     if not db_path.exists() or db_path.stat().st_size == 0:
         return
-    with open(db_path, "rb") as f:
-        head = f.read(12)
+    try:
+        with open(db_path, "rb") as f:
+            head = f.read(12)
+    except OSError as exc:
+        raise DataAuditError(f"cannot read the index {db_path}: {exc.strerror or exc}") from exc
     if head[8:12] != b"DUCK":
         raise DataAuditError(
             f"{db_path} exists but is not a DuckDB database",
