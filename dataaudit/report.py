@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import polars as pl
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -135,7 +136,7 @@ def render_rich(report: dict[str, Any]) -> Group:
     """Terminal rendering: issue table with examples, duplicates, balance, findings."""
     t = report["totals"]
     parts: list[Any] = [
-        Text.from_markup(f"[bold]Data audit[/bold] {report['root']}"),
+        Text.from_markup(f"[bold]Data audit[/bold] {escape(report['root'])}"),
         Text(
             f"{t['images']:,} images, {t['corrupt']:,} unreadable; detectors run "
             f"{report['detected_at'] or 'never (run dataaudit detect)'}"
@@ -147,7 +148,7 @@ def render_rich(report: dict[str, Any]) -> Group:
         table.add_column(col, justify=justify, overflow="fold")
     style = {"error": "red", "warning": "yellow", "info": "cyan"}
     for s in report["issues"]:
-        ex = "\n".join(f"{e['path']}  ({e['reason']})" for e in s["examples"])
+        ex = "\n".join(escape(f"{e['path']}  ({e['reason']})") for e in s["examples"])
         table.add_row(s["issue"], f"[{style[s['severity']]}]{s['severity']}", f"{s['files']:,}", ex)
     parts.append(table if report["issues"] else Text("No issues found."))
     d = report["duplicates"]
@@ -188,7 +189,7 @@ def split_label_table(rows: list[tuple[str | None, str | None, int]]) -> Table:
     shown = labels if len(labels) <= 50 else labels[:50]
     for lab in shown:
         per = [counts.get((s, lab), 0) for s in splits]
-        table.add_row(lab, *[f"{n:,}" for n in per], f"{sum(per):,}")
+        table.add_row(escape(lab), *[f"{n:,}" for n in per], f"{sum(per):,}")
     if len(labels) > len(shown):
         table.add_row(f"... {len(labels) - len(shown)} more labels", *[""] * (len(splits) + 1))
     totals = [sum(n for (s, _), n in counts.items() if s == sp) for sp in splits]
