@@ -170,7 +170,9 @@ def render_rich(report: dict[str, Any]) -> Group:
     fnd.add_column("message", overflow="fold")
     for f in sorted(report["findings"], key=lambda f: SEVERITY_ORDER.get(f["severity"], 3)):
         fnd.add_row(
-            f"[{style.get(f['severity'], 'white')}]{f['severity']}", f["finding"], f["message"]
+            f"[{style.get(f['severity'], 'white')}]{f['severity']}",
+            f["finding"],
+            escape(f["message"]),
         )
     parts.append(fnd)
     return Group(*parts)
