@@ -306,7 +306,7 @@ def test_measure_file_on_a_missing_file(tmp_path):
 def test_a_pixel_stage_failure_is_a_flag(image_bytes, monkeypatch):
     import dataaudit.scan.measure as mod
 
-    def boom(_):
+    def boom(*_):
         raise ValueError("exotic mode")
 
     monkeypatch.setattr(mod, "image_stats", boom)

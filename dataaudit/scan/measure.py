@@ -44,7 +44,7 @@ class MeasureConfig:
     """Parameters of the per-file measurement; recorded with every scan run."""
 
     stats_size: int = 128  # statistics are taken on an image fitting this box
-    draft_size: int = 160  # JPEGs at least twice this are DCT-scaled to at least this
+    draft_size: int = 128  # JPEGs at least twice this are DCT-scaled to at least this
     thumb_size: int = 128  # thumbnail box; 0 disables thumbnails
     thumb_quality: int = 80
     bomb_pixels: int = DEFAULT_BOMB_PIXELS
@@ -126,7 +126,7 @@ def _measure_pixels(rec: dict[str, Any], d: Decoded, config: MeasureConfig, embe
     rec["phash"] = hash_to_int(imagehash.phash(gray))
     rec["dhash"] = hash_to_int(imagehash.dhash(gray))
     rec["signature"] = gray.resize((16, 16), Image.Resampling.BOX).tobytes()
-    rec.update(image_stats(np.asarray(small)))
+    rec.update(image_stats(np.asarray(small), np.asarray(gray)))
     out = Measurement(rec)
     if config.thumb_size:
         out.thumbnail = make_thumbnail(small, d.exif_orientation, config)
@@ -160,32 +160,43 @@ def hash_to_int(h: imagehash.ImageHash) -> int:
     return int.from_bytes(bits.tobytes(), "big", signed=True)
 
 
-def image_stats(rgb: np.ndarray) -> dict[str, Any]:
-    """Brightness, contrast, blur, entropy and colour statistics of an RGB uint8 array."""
-    px = rgb.astype(np.float32)
+def image_stats(rgb: np.ndarray, gray: np.ndarray | None = None) -> dict[str, Any]:
+    """Brightness, contrast, blur, entropy and colour statistics of an RGB uint8 array.
+
+    ``gray`` (uint8, Pillow's ITU-R 601 luma) may be passed when already computed. Every
+    grey-level statistic comes from one 256-bin histogram, which is far cheaper than
+    sorting pixels for percentiles.
+    """
+    if gray is None:
+        gray = np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    n = float(gray.size)
+    levels = np.arange(256, dtype=np.float64)
+    mean = float((hist * levels).sum() / n)
+    var = float((hist * (levels - mean) ** 2).sum() / n)
+    cdf = np.cumsum(hist) / n
+    p = hist[hist > 0] / n
+    px = rgb.astype(np.int16)
     r, g, b = px[..., 0], px[..., 1], px[..., 2]
-    gray = 0.299 * r + 0.587 * g + 0.114 * b
-    p05, p95 = np.percentile(gray, [5, 95])
-    hist = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
-    p = hist[hist > 0] / gray.size
-    rg, yb = r - g, 0.5 * (r + g) - b
+    rg, yb = (r - g).astype(np.float32), (0.5 * (r + g) - b).astype(np.float32)
     colorfulness = float(
-        np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+        np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
     )
-    diff = max(float(np.abs(r - g).max()), float(np.abs(g - b).max()))
+    diff = float(max(np.abs(r - g).max(), np.abs(g - b).max()))
+    gray_f = gray.astype(np.float32)
     return {
-        "brightness_mean": float(gray.mean()),
-        "brightness_p05": float(p05),
-        "brightness_p95": float(p95),
-        "contrast": float(gray.std()),
-        "laplacian_var": laplacian_variance(gray),
-        "sharpness": sharpness_ratio(gray),
+        "brightness_mean": mean,
+        "brightness_p05": float(np.searchsorted(cdf, 0.05)),
+        "brightness_p95": float(np.searchsorted(cdf, 0.95)),
+        "contrast": var**0.5,
+        "laplacian_var": laplacian_variance(gray_f),
+        "sharpness": sharpness_ratio(gray_f),
         "entropy": float(-(p * np.log2(p)).sum()),
         "colorfulness": colorfulness,
         "is_grayscale": diff <= 3.0,
         "max_channel_diff": diff,
-        "dark_fraction": float((gray <= 5).mean()),
-        "bright_fraction": float((gray >= 250).mean()),
+        "dark_fraction": float(hist[:6].sum() / n),
+        "bright_fraction": float(hist[250:].sum() / n),
     }
 
 
