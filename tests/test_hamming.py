@@ -198,3 +198,11 @@ def test_bruteforce_reference_on_a_hand_checked_example() -> None:
     got = hamming_pairs_bruteforce(h, 2, chunk=1)
     assert got.rows() == [(0, 2, 1), (1, 2, 2)]
     assert hamming_pairs_bruteforce(h, 64).height == 6
+
+
+def test_one_bit_bands_including_the_sign_bit(con) -> None:
+    """A plan whose last band is bit 63 alone (its mask is INT64_MIN as a literal)."""
+    plan = [Band(0, 31, 1), Band(31, 32, 1), Band(63, 1, 0)]
+    frame = planted_hashes(4, seed=3, n=400)
+    got = hamming_pairs(con, frame, 4, plan=plan, max_bucket=None)
+    assert got.equals(reference(frame, 4).sort("a", "b"))

@@ -81,11 +81,19 @@ def aligned_correlation(
     photos) are rejected there; the rest are measured at full size over ``steps`` scales.
     Returns a value in [-1, 1]; copies score close to 1.
     """
-    if max(a.shape + b.shape) > coarse:
-        rough = _best_over_scales(_shrink(a, coarse), _shrink(b, coarse), min_cover, 8)
-        if rough < COARSE_REJECT:
-            return rough
-    return _best_over_scales(a, b, min_cover, steps)
+    if a.size < b.size:
+        a, b = b, a
+    # Of two images of (nearly) the same size either may be the zoomed-in crop: try both.
+    orders = [(a, b), (b, a)] if b.size >= 0.9 * a.size else [(a, b)]
+    best = -1.0
+    for big, small in orders:
+        if max(big.shape + small.shape) > coarse:
+            rough = _best_over_scales(_shrink(big, coarse), _shrink(small, coarse), min_cover, 8)
+            if rough < COARSE_REJECT:
+                best = max(best, rough)
+                continue
+        best = max(best, _best_over_scales(big, small, min_cover, steps))
+    return best
 
 
 COARSE_REJECT = 0.8  # coarse correlation below which a pair is not worth refining
@@ -98,8 +106,7 @@ def _shrink(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def _best_over_scales(a: np.ndarray, b: np.ndarray, min_cover: float, steps: int) -> float:
-    if a.size < b.size:
-        a, b = b, a
+    """Slide ``b``, rescaled to cover ``min_cover``..1 of ``a``, across ``a``."""
     ah, aw = a.shape
     bh, bw = b.shape
     g_max = min(ah / bh, aw / bw)

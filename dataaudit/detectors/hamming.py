@@ -357,37 +357,45 @@ def _search_band(
     cur.register(mx, _masks(band.width, band.probe_radius))
     cur.register(my, _masks(band.width, band.build_radius))
     # A pair belongs to the first band within whose sub-radius it falls; excluding pairs
-    # that an earlier band already found keeps the bands' outputs disjoint.
+    # that an earlier band already found keeps the bands' outputs disjoint. Earlier bands
+    # are tested on xor(hv) under a bit mask, so the join carries only hv, key and flip.
+    diff = "xor(x.hv, y.hv)"
     earlier = [
-        f"x.k{i} <> y.k{i}"
+        f"{diff} & {_bits(b)} <> 0"
         if b.sub_radius == 0
-        else f"bit_count(xor(x.k{i}, y.k{i})) > {b.sub_radius}"
-        for i, b in enumerate(bands[:j])
+        else f"bit_count({diff} & {_bits(b)}) > {b.sub_radius}"
+        for b in bands[:j]
     ]
-    checks = ["x.hv < y.hv", f"bit_count(xor(x.hv, y.hv)) <= {radius}", *earlier]
-    if band.build_radius > 0:
-        # With flips on both sides a pair at band difference D meets once per way of
-        # splitting D's bits between the sides. Accept only the canonical split (the probe
-        # side takes the lowest min(|D|, probe_radius) bits of D), so no DISTINCT is needed,
-        # even across passes.
-        d = f"xor(x.k{j}, y.k{j})"
+    checks = ["x.hv < y.hv", f"bit_count({diff}) <= {radius}", *earlier]
+    flips = band.build_radius > 0
+    if flips:
+        # Keys meet when k_x ^ f_x == k_y ^ f_y, so the band difference is D = f_x ^ f_y, and
+        # a pair meets once per way of splitting D's bits between the sides. Accept only the
+        # canonical split: disjoint flips, the probe side taking the lowest
+        # min(|D|, probe_radius) bits. No DISTINCT is needed, even across passes.
         checks += [
-            f"bit_count(x.f) + bit_count(y.f) = bit_count({d})",
-            f"bit_count(x.f) = least(bit_count({d}), {band.probe_radius})",
+            "x.f & y.f = 0",
+            f"bit_count(x.f) = least(bit_count(x.f | y.f), {band.probe_radius})",
             "(y.f = 0 OR (y.f & -y.f) > x.f)",
         ]
     where = " AND ".join(checks)
-    cols = ", ".join(["hv", *(f"k{i}" for i in range(j + 1))])
     passes = max(1, math.ceil(n * _volume(band.width, band.build_radius) / _BUILD_ROWS_PER_PASS))
     for p in range(passes):
         part = f"WHERE hash(xor(k{j}, mask)) % {passes} = {p}" if passes > 1 else ""
-        side = f"SELECT {cols}, mask AS f, xor(k{j}, mask) AS key FROM {vals} CROSS JOIN"
+        f = ", mask AS f" if flips else ""
+        side = f"SELECT hv, xor(k{j}, mask) AS key{f} FROM {vals} CROSS JOIN"
         cur.execute(
             f"""INSERT INTO {vp}
-            SELECT x.hv, y.hv, bit_count(xor(x.hv, y.hv))
+            SELECT x.hv, y.hv, bit_count({diff})
             FROM ({side} {mx} {part}) x JOIN ({side} {my} {part}) y ON x.key = y.key
             WHERE {where}"""
         )
+
+
+def _bits(band: Band) -> str:
+    """The band's bits of a 64-bit hash as a signed BIGINT literal."""
+    mask = ((1 << band.width) - 1) << band.lo
+    return f"CAST({mask - (1 << 64) if mask >= 1 << 63 else mask} AS BIGINT)"
 
 
 def _expand(

@@ -147,8 +147,12 @@ def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
         },
         schema_overrides={"suggested": pl.String},
     ).filter(pl.col("has_label") & pl.col("own_share").is_not_nan())
-    flagged = (pl.col("suggested") != pl.col("label")) & (
-        pl.col("own_share") <= p.label_max_own_share
+    # Images already explained (flat, tiny, out of domain, ...) have no trustworthy vote.
+    explained = set().union(*(ctx.flagged.get(i, set()) for i in (*EXPLAINING_ISSUES, "outlier")))
+    flagged = (
+        (pl.col("suggested") != pl.col("label"))
+        & (pl.col("own_share") <= p.label_max_own_share)
+        & ~pl.col("file_id").is_in(list(explained))
     )
     return issue_rows(
         frame,

@@ -12,6 +12,7 @@ weights file. Missing weights are an error, never a silent fall-back to random w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -420,10 +421,8 @@ class Embedder:
         elif kind != "cpu":
             x = x.to(self.device)
         dtype = _DTYPES.get(self.precision)
-        with (
-            torch.inference_mode(),
-            torch.autocast(kind, dtype=dtype or torch.float32, enabled=dtype is not None),
-        ):
+        cast = torch.autocast(kind, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), cast:
             feats = self._net(x)
         feats = torch.nn.functional.normalize(feats.float(), dim=1)
         return feats.cpu().numpy().astype(np.float32, copy=False)

@@ -20,6 +20,9 @@ from PIL import Image
 
 from dataaudit.scan.decode import DEFAULT_BOMB_PIXELS, Decoded, decode, extension_matches
 
+# Bump when a stored measurement changes meaning: a re-scan then re-measures every file.
+MEASURE_VERSION = 2
+
 # Statuses that make a file unusable for training.
 CORRUPT_STATUSES = frozenset({"empty", "not_image", "truncated", "unreadable", "corrupt"})
 

@@ -27,7 +27,7 @@ import xxhash
 from dataaudit import discover
 from dataaudit.errors import DataAuditError
 from dataaudit.scan.decode import sniff_format
-from dataaudit.scan.measure import MeasureConfig, Measurement, measure_file
+from dataaudit.scan.measure import MEASURE_VERSION, MeasureConfig, Measurement, measure_file
 from dataaudit.store import db
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -217,6 +217,7 @@ def scan(
         run_id = db.start_run(con, "scan", {"root": str(root), **options.to_dict()})
         summary = ScanSummary(str(root), str(index_path), "", run_id)
         disk_names = _stage_discovered(con, root, index_path, labels, summary)
+        _invalidate_old_measurements(con)
         todo = _plan(con, summary, options.embed)
         if on_start:
             on_start(summary.layout, todo)
@@ -313,6 +314,15 @@ def _layout(con: duckdb.DuckDBPyConnection, from_labels_file: bool) -> str:
     ).fetchall()[0]
     layout = discover.describe_layout(n_split, n_label, n)
     return f"{layout} (labels from file)" if from_labels_file else layout
+
+
+def _invalidate_old_measurements(con: duckdb.DuckDBPyConnection) -> None:
+    """Rows measured by an older definition of the statistics are measured again."""
+    stored = db.get_meta(con, "measure_version")
+    has_rows = con.execute("SELECT count(*) FROM images").fetchall()[0][0] > 0
+    if has_rows and stored != str(MEASURE_VERSION):
+        con.execute("UPDATE images SET mtime_ns = -1")  # no file has this mtime: re-read all
+    db.set_meta(con, "measure_version", str(MEASURE_VERSION))
 
 
 def _plan(con: duckdb.DuckDBPyConnection, summary: ScanSummary, embed: Any = None) -> int:
