@@ -31,7 +31,7 @@ class DuplicateParams:
     dhash_radius: int = 10  # ... verified by dHash distance <= this
     min_correlation: float = 0.97  # ... and by 16x16 grey correlation >= this
     use_pixel_hash: bool = True  # same decoded pixels under another encoding = exact
-    embed_min_similarity: float = 0.95  # embedding cosine similarity that makes a near copy
+    embed_min_similarity: float = 0.97  # embedding cosine similarity that makes a near copy
     align_min_similarity: float = 0.8  # nearest neighbours this alike are checked for crops
     align_min_correlation: float = 0.95  # ... and linked if their aligned thumbnails match
 
