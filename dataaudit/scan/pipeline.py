@@ -427,6 +427,9 @@ def _measure_and_write(
     )
 
 
+EMBED_CHUNK = 32  # images per embedder call during a scan
+
+
 class _BatchWriter:
     """Collect measurements and write them in batches, one transaction per batch."""
 
@@ -439,22 +442,37 @@ class _BatchWriter:
         self.images_written = 0
         self.skipped_written = 0
         self.last_write = time.monotonic()
+        self.pixels: list[tuple[int, Any]] = []  # embedder input waiting for a batch
+        self.vectors: list[Any] = []  # embedded, waiting for the next write
 
     def add(self, task: Task, m: Measurement | None) -> None:
         if m is None:
             self.skipped.append(task)
         else:
             self.rows.append((task, m))
+            if m.embed_pixels is not None:
+                # Embed in small batches as results arrive, so inference interleaves with
+                # the workers' decoding instead of stalling them at every write.
+                self.pixels.append((task[0], m.embed_pixels))
+                m.embed_pixels = None
+                if len(self.pixels) >= EMBED_CHUNK:
+                    self._embed_pending()
         pending = len(self.rows) + len(self.skipped)
         if pending >= self.options.write_batch or (
             time.monotonic() - self.last_write >= self.options.write_every_s
         ):
             self.flush()
 
+    def _embed_pending(self) -> None:
+        if self.pixels:
+            self.vectors.append(self.options.embed.embed(self.pixels))
+            self.pixels = []
+
     def flush(self) -> None:
         if not self.rows and not self.skipped:
             return
-        records, thumbs, vectors_in = [], [], []
+        self._embed_pending()
+        records, thumbs = [], []
         for task, m in self.rows:
             fid, path, split, label, nbytes, mtime_ns = task[:6]
             path = storable(path)
@@ -466,14 +484,11 @@ class _BatchWriter:
             records.append(rec)
             if m.thumbnail is not None:
                 thumbs.append({"file_id": fid, "jpeg": m.thumbnail})
-            if m.embed_pixels is not None:
-                vectors_in.append((fid, m.embed_pixels))
         skipped = [
             {"file_id": t[0], "path": storable(t[1]), "bytes": t[4], "mtime_ns": t[5],
              "reason": "not an image (no image extension, no image signature)"}
             for t in self.skipped
         ]  # fmt: skip
-        embedded = self.options.embed.embed(vectors_in) if self.options.embed else None
         self.con.execute("BEGIN")
         try:
             # A changed file may also have turned from an image into a non-image or back:
@@ -489,8 +504,8 @@ class _BatchWriter:
                 db.write_frame(self.con, "thumbnails", pl.DataFrame(thumbs))
             if skipped:
                 db.write_frame(self.con, "skipped_files", pl.DataFrame(skipped))
-            if embedded is not None:
-                self.options.embed.write(self.con, embedded)
+            for frame in self.vectors:
+                self.options.embed.write(self.con, frame)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -499,6 +514,7 @@ class _BatchWriter:
         self.skipped_written += len(skipped)
         self.rows.clear()
         self.skipped.clear()
+        self.vectors.clear()
         self.last_write = time.monotonic()
 
 
