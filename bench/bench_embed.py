@@ -65,18 +65,23 @@ def bench_forward(sizes: list[int], batches: list[int], rounds: int) -> None:
     for _, fn in configs.values():  # warm-up: first calls allocate and pick kernels
         fn()
     times: dict[str, list[float]] = {name: [] for name in configs}
+    cpu: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(rounds):
         for name, (_, fn) in configs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     rate = {name: configs[name][0] / statistics.median(ts) for name, ts in times.items()}
+    cpu_ms = {name: 1e3 * statistics.median(ts) / configs[name][0] for name, ts in cpu.items()}
     base_name = "fp32 224 bs32" if 224 in sizes and 32 in batches else next(iter(rate))
     base = rate[base_name]
     print(f"\nforward pass, channels_last, {rounds} rounds, baseline = {base_name}")
-    print(f"{'config':28s} {'img/s':>8s} {'x base':>7s}")
+    print("CPU ms/img is process CPU time: with --threads 1 it is the cost of an image")
+    print("whatever the load, and 2 idle cores give about 2000 / (CPU ms/img) img/s.")
+    print(f"{'config':28s} {'img/s':>8s} {'x base':>7s} {'CPU ms/img':>11s}")
     for name, r in rate.items():
-        print(f"{name:28s} {r:8.0f} {r / base:7.2f}")
+        print(f"{name:28s} {r:8.0f} {r / base:7.2f} {cpu_ms[name]:11.2f}")
     for size in sizes:
         best = max(
             ((name, r) for name, r in rate.items() if f" {size} " in f" {name} "),

@@ -206,3 +206,15 @@ def test_one_bit_bands_including_the_sign_bit(con) -> None:
     frame = planted_hashes(4, seed=3, n=400)
     got = hamming_pairs(con, frame, 4, plan=plan, max_bucket=None)
     assert got.equals(reference(frame, 4).sort("a", "b"))
+
+
+def test_works_on_a_read_only_index_file(tmp_path: Path) -> None:
+    """The app opens the index read-only; the search needs only temp state."""
+    path = tmp_path / "ro.duckdb"
+    duckdb.connect(str(path)).execute("CREATE TABLE images (file_id BIGINT)").close()
+    ro = duckdb.connect(str(path), read_only=True)
+    try:
+        frame = pl.DataFrame({"id": [1, 2, 3], "h": [0, 1, 3]})
+        assert hamming_pairs(ro, frame, 1).rows() == [(1, 2, 1), (2, 3, 1)]
+    finally:
+        ro.close()

@@ -70,7 +70,9 @@ _MATCH_COST = 1.0
 _MAX_MASKS = 4096  # flip masks per side and band; bounds the probe-side blow-up
 _MAX_SEARCH_GROUPS = 3  # optimise widths only when a split has at most this many sub-radii
 _MAX_SEARCH_BANDS = 5  # ... and at most this many bands (keeps choose_plan under ~0.3 s)
-_BUILD_ROWS_PER_PASS = 4_000_000  # hash-table rows per join pass: keeps memory near 200 MB
+# Rows on the build side of one join pass; bounds the hash table. At 1M hashes, radius 6,
+# the whole call peaked at ~550 MB RSS (bench/bench_hamming.py).
+_BUILD_ROWS_PER_PASS = 4_000_000
 
 PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "distance": pl.Int64}
 
@@ -180,10 +182,9 @@ def hamming_pairs(
     else:
         bands = list(choose_plan(radius, len(values)))
     tag = uuid.uuid4().hex[:12]
-    names = {k: f"_da_{k}_{tag}" for k in ("ids", "vals", "masks_x", "masks_y", "vp")}
+    names = {k: f"_da_{k}_{tag}" for k in ("vals", "masks_x", "masks_y", "vp")}
     cur = con.cursor()  # own cursor: temp tables and registrations stay off the caller's
     try:
-        cur.register(names["ids"], frame.to_arrow())
         cur.execute(f"CREATE TEMP TABLE {names['vp']} (ha BIGINT, hb BIGINT, d INTEGER)")
         if radius > 0 and len(values) > 1:  # at radius 0 only identical values pair up
             cur.register(names["vals"], _band_table(values, bands))
@@ -191,7 +192,7 @@ def hamming_pairs(
                 _search_band(cur, names, bands, j, radius, len(values))
         return _expand(cur, names["vp"], frame, max_bucket)
     finally:
-        for key in ("ids", "vals", "masks_x", "masks_y"):
+        for key in ("vals", "masks_x", "masks_y"):
             _try(cur.unregister, names[key])
         _try(cur.execute, f"DROP TABLE IF EXISTS {names['vp']}")
         cur.close()
