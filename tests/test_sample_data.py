@@ -12,24 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from dataaudit.detectors.registry import ISSUE_TYPES
+
 ROOT = Path(__file__).resolve().parent.parent / "sample_data"
 SOURCE = ROOT.parent.parent / "shared" / "datasets" / "signs"
-VOCABULARY = {
-    "exact_duplicate",
-    "near_duplicate",
-    "leakage",
-    "corrupt",
-    "wrong_extension",
-    "dark",
-    "light",
-    "blurry",
-    "grayscale",
-    "odd_size",
-    "odd_aspect_ratio",
-    "low_information",
-    "outlier",
-    "label_error",
-}
+# Every kind of issue a detector finds in image files (info-level flags excluded).
+VOCABULARY = {issue for issue, (severity, _) in ISSUE_TYPES.items() if severity != "info"}
 GENERATED = ["train", "test", "truth.csv", "README.md", "LICENSE"]
 
 
