@@ -154,7 +154,6 @@ def test_package_weights_fill_timm_model_in_order():
         assert a.shape == b.shape and torch.equal(a, b)
 
 
-@pytest.mark.slow
 def test_pretrained_classifies_sample_photos():
     datasets = pytest.importorskip("sklearn.datasets")
     from timm.data import ImageNetInfo
@@ -262,7 +261,7 @@ def test_knn_bf16_search_is_exact_on_dense_clusters(monkeypatch):
 def test_knn_ties_break_by_lower_index_and_small_n():
     vecs = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     for precision in ("fp32", "bf16"):
-        idx, sim = knn_mod.knn(vecs, k=2, precision=precision, max_block_elems=5)
+        idx, sim = knn_mod.knn(vecs, k=2, precision=precision, max_block_bytes=5)
         np.testing.assert_array_equal(idx[:4], [[1, 2], [0, 2], [0, 1], [0, 1]])
         np.testing.assert_allclose(sim[:4], 1.0, atol=1e-6)
     idx, sim = knn_mod.knn(vecs[:2], k=10)
