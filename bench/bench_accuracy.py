@@ -49,6 +49,11 @@ DEFAULT_CLEAN = SHARED / "datasets" / "signs"
 SCORE_PY = BENCH / "score.py"
 RESULTS = HERE / "results" / "accuracy.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# The cleanlab baseline for label_error: fixed, untuned model and folds.
+CLEANLAB_C = 1.0
+CLEANLAB_FOLDS = 5
+CLEANLAB_SEED = 0
+CLEANLAB_ROW = "label_error (cleanlab LR OOF)"
 
 # CleanVision column stem -> our issue name.
 CV_ISSUES = {
@@ -134,6 +139,7 @@ def run_ours(data: Path, work: Path, name: str, no_embed: bool) -> dict[str, Any
     findings = work / f"{name}_ours.csv"
     run(["dataaudit", "issues", str(data), "--db", str(db), "--format", "csv"], findings)
     return {
+        "db": str(db),
         "findings": str(findings),
         "scan_s": t_scan,
         "detect_s": t_detect,
@@ -256,19 +262,108 @@ def run_cleanvision(data: Path, work: Path, name: str) -> dict[str, Any]:
     }
 
 
-def ensure_cleanvision() -> str | None:
-    """Import cleanvision, installing it with pip if needed; return an error text or None."""
-    if importlib.util.find_spec("cleanvision") is not None:
+def ensure_installed(module: str, package: str) -> str | None:
+    """Import module, installing package with pip if needed; return an error text or None."""
+    if importlib.util.find_spec(module) is not None:
         return None
-    print("  installing cleanvision with pip ...", flush=True)
+    print(f"  installing {package} with pip ...", flush=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "cleanvision"],
+        [sys.executable, "-m", "pip", "install", "-q", package],
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        return "pip install cleanvision failed: " + proc.stderr.strip().splitlines()[-1:][0]
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return f"pip install {package} failed: {last}"
+    importlib.invalidate_caches()
+    if importlib.util.find_spec(module) is None:
+        return f"pip install {package} succeeded but {module} still cannot be imported"
     return None
+
+
+# ------------------------------------------------------------------------------ cleanlab
+def load_embeddings(db: Path) -> tuple[list[str], list[str], Any]:
+    """(paths, folder labels, float32 matrix) of every embedded, labelled image in the index,
+    read through a read-only connection after our scan, ordered by path."""
+    import duckdb
+    import numpy as np
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "SELECT i.path, i.label, e.vector FROM embeddings e JOIN images i USING (file_id) "
+            "WHERE i.label IS NOT NULL ORDER BY i.path"
+        ).fetchall()
+    paths = [r[0] for r in rows]
+    labels = [r[1] for r in rows]
+    matrix = np.array([r[2] for r in rows], dtype=np.float32)
+    return paths, labels, matrix
+
+
+def run_cleanlab(db: Path, work: Path, truth: Path, name: str) -> dict[str, Any]:
+    """Cleanlab's standard recipe on our embeddings: out-of-fold probabilities from a logistic
+    regression, then find_label_issues. It needs a trained model, ours (a kNN vote) does not,
+    so this is the model-based baseline for label_error. Writes the flagged files as a findings
+    CSV (score = 1 - self-confidence) and a CSV ranking every image, and scores both."""
+    import numpy as np
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    import cleanlab
+    import sklearn
+
+    t0 = time.perf_counter()
+    paths, labels, x = load_embeddings(db)
+    if len(paths) < 10 * CLEANLAB_FOLDS:
+        return {"ok": False, "error": f"only {len(paths)} embedded, labelled images in {db}"}
+    classes = sorted(set(labels))
+    y = np.array([classes.index(lab) for lab in labels])
+    t1 = time.perf_counter()
+    model = LogisticRegression(max_iter=1000, C=CLEANLAB_C)
+    folds = StratifiedKFold(CLEANLAB_FOLDS, shuffle=True, random_state=CLEANLAB_SEED)
+    pred_probs = cross_val_predict(model, x, y, cv=folds, method="predict_proba")
+    t2 = time.perf_counter()
+    ranked = find_label_issues(y, pred_probs, return_indices_ranked_by="self_confidence")
+    t3 = time.perf_counter()
+
+    self_conf = pred_probs[np.arange(len(y)), y]
+    flagged = set(int(i) for i in ranked)
+    findings = work / f"{name}_cleanlab.csv"
+    ranking = work / f"{name}_cleanlab_ranked.csv"
+    with open(findings, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "issue", "group", "score"])
+        for i in ranked:
+            w.writerow([paths[i], "label_error", "", f"{1 - self_conf[i]:.6f}"])
+    with open(ranking, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "issue", "group", "score", "label", "predicted", "flagged"])
+        for i in np.argsort(self_conf, kind="stable"):
+            predicted = classes[int(pred_probs[i].argmax())]
+            row = [paths[i], "label_error", "", f"{1 - self_conf[i]:.6f}", labels[i], predicted]
+            w.writerow(row + [int(i) in flagged])
+    only = ["--issues", "label_error"]
+    flagged_summary, _ = score(truth, findings, work / f"{name}_cleanlab.json", only)
+    ranked_summary, _ = score(truth, ranking, work / f"{name}_cleanlab_ranked.json", only)
+    return {
+        "ok": True,
+        "version": getattr(cleanlab, "__version__", "?"),
+        "sklearn_version": sklearn.__version__,
+        "model": f"LogisticRegression(max_iter=1000, C={CLEANLAB_C})",
+        "folds": f"StratifiedKFold({CLEANLAB_FOLDS}, shuffle=True, random_state={CLEANLAB_SEED})",
+        "images": len(paths),
+        "classes": len(classes),
+        "oof_accuracy": float((pred_probs.argmax(axis=1) == y).mean()),
+        "flagged": len(ranked),
+        "findings": str(findings),
+        "ranking": str(ranking),
+        "label_error": flagged_summary["issues"].get("label_error"),
+        "label_error_all_ranked": ranked_summary["issues"].get("label_error"),
+        "load_s": t1 - t0,
+        "oof_s": t2 - t1,
+        "find_s": t3 - t2,
+        "wall_s": t3 - t0,
+    }
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -376,9 +471,11 @@ def target_check(iss: str, s: dict | None) -> tuple[str, bool | None]:
     return "", None
 
 
-def side_by_side(ours: dict, cv: dict | None) -> tuple[list[dict], str]:
-    """Rows per issue (and per duplicate view) with targets and the comparison to CleanVision."""
+def side_by_side(ours: dict, cv: dict | None, cl: dict | None = None) -> tuple[list[dict], str]:
+    """Rows per issue (and per duplicate view) with targets and the comparison to CleanVision;
+    cl (a run_cleanlab result) adds cleanlab's label_error row under ours."""
     rows = []
+    metrics = ("precision", "recall", "f1", "ap", "recall_at_2n")
 
     def get(views: dict | None, view: str, iss: str) -> dict | None:
         if views is None:
@@ -404,8 +501,9 @@ def side_by_side(ours: dict, cv: dict | None) -> tuple[list[dict], str]:
             rows.append(
                 {
                     "issue": label,
+                    "tool": "dataaudit",
                     "target": target,
-                    "ours": {k: (o or {}).get(k) for k in ("precision", "recall", "f1", "ap")},
+                    "ours": {k: (o or {}).get(k) for k in metrics},
                     "cleanvision": {k: (c or {}).get(k) for k in ("precision", "recall", "f1")}
                     if covers
                     else None,
@@ -413,19 +511,51 @@ def side_by_side(ours: dict, cv: dict | None) -> tuple[list[dict], str]:
                     "ours_ge_cleanvision": vs_cv,
                 }
             )
+            if iss == "label_error" and cl and cl.get("ok"):
+                s = cl["label_error"] or {}
+                rows.append(
+                    {
+                        "issue": CLEANLAB_ROW,
+                        "tool": "cleanlab",
+                        "target": "(baseline)",
+                        "ours": {k: s.get(k) for k in metrics},
+                        "cleanvision": None,
+                        "target_met": None,
+                        "ours_ge_cleanvision": None,
+                    }
+                )
     head = (
-        f"{'issue':26s} {'target':17s} | {'ours P':>6s} {'R':>5s} {'F1':>5s} {'AP':>5s} "
+        f"{'issue':29s} {'target':17s} | {'P':>5s} {'R':>5s} {'F1':>5s} {'AP':>5s} {'R@2n':>5s} "
         f"| {'CV P':>5s} {'R':>5s} {'F1':>5s} | {'target':6s} {'>=CV':5s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         o, c = r["ours"], r["cleanvision"] or {}
         lines.append(
-            f"{r['issue']:26s} {r['target']:17s} | {fmt(o['precision']):>6s} {fmt(o['recall'])} "
-            f"{fmt(o['f1'])} {fmt(o['ap'])} | {fmt(c.get('precision'))} {fmt(c.get('recall'))} "
-            f"{fmt(c.get('f1'))} | {verdict(r['target_met']):6s} {verdict(r['ours_ge_cleanvision']):5s}"
+            f"{r['issue']:29s} {r['target']:17s} | {fmt(o['precision'])} {fmt(o['recall'])} "
+            f"{fmt(o['f1'])} {fmt(o['ap'])} {fmt(o['recall_at_2n'])} | "
+            f"{fmt(c.get('precision'))} {fmt(c.get('recall'))} {fmt(c.get('f1'))} | "
+            f"{verdict(r['target_met']):6s} {verdict(r['ours_ge_cleanvision']):5s}"
         )
     return rows, "\n".join(lines)
+
+
+def cleanlab_summary(cl: dict, ours: dict | None) -> str:
+    """Lines under the table: how cleanlab was run, its full ranking and the F1 comparison."""
+    s, r = cl["label_error"] or {}, cl["label_error_all_ranked"] or {}
+    o = ours or {}
+    lines = [
+        f"cleanlab {cl['version']} (scikit-learn {cl['sklearn_version']}): "
+        f"find_label_issues on out-of-fold predict_proba of {cl['model']}, {cl['folds']}, "
+        f"{cl['images']:,} embedded images, {cl['classes']} classes; OOF accuracy "
+        f"{cl['oof_accuracy']:.3f}; {cl['flagged']} flagged ({s.get('tp')} TP, {s.get('fp')} FP)",
+        f"cleanlab ranking of all {cl['images']:,} images by 1 - self-confidence: AP "
+        f"{fmt(r.get('ap')).strip()}, R@n {fmt(r.get('recall_at_n')).strip()}, R@2n "
+        f"{fmt(r.get('recall_at_2n')).strip()} (n = {r.get('positives')})",
+        f"label_error F1: dataaudit {fmt(o.get('f1')).strip()} vs cleanlab "
+        f"{fmt(s.get('f1')).strip()}: ours >= cleanlab {verdict((o.get('f1') or 0) >= (s.get('f1') or 0))}",
+    ]
+    return "\n".join(lines)
 
 
 def false_alarm_table(n_files: int, ours: dict[str, int], cv: dict[str, int] | None, sizes) -> str:
@@ -462,6 +592,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     ap.add_argument("--clean", type=Path, default=DEFAULT_CLEAN, help="untouched photos")
     ap.add_argument("--skip-cleanvision", action="store_true")
+    ap.add_argument("--skip-cleanlab", action="store_true", help="no cleanlab label_error baseline")
     ap.add_argument("--no-embed", action="store_true", help="pass --no-embed to dataaudit scan")
     ap.add_argument("--keep", type=Path, help="keep indexes and CSVs in this folder")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -481,7 +612,7 @@ def main() -> None:
         no_embed = False
     result: dict[str, Any] = {"data": str(data), "clean": str(clean), "no_embed": no_embed}
     try:
-        print(f"[1/4] dataaudit on {data}", flush=True)
+        print(f"[1/5] dataaudit on {data}", flush=True)
         ours_run = run_ours(data, work, "planted", no_embed)
         ours = score_views(a.truth, Path(ours_run["findings"]), work, "ours")
         n_planted = sum(
@@ -506,12 +637,31 @@ def main() -> None:
         result["ours"]["pair_layers"] = ours_run["pair_layers"]
         result["ours_no_embed"] = noembed
 
+        cl = None
+        if a.skip_cleanlab:
+            print("[2/5] cleanlab skipped (--skip-cleanlab)")
+        elif no_embed:
+            print("[2/5] cleanlab skipped: it needs the embeddings that --no-embed leaves out")
+        else:
+            print("[2/5] cleanlab label_error baseline on our embeddings", flush=True)
+            err = ensure_installed("cleanlab", "cleanlab")
+            if err:
+                cl = {"ok": False, "error": err}
+            else:
+                try:
+                    cl = run_cleanlab(Path(ours_run["db"]), work, a.truth, "planted")
+                except Exception as e:  # noqa: BLE001 - a baseline failure must not end the run
+                    cl = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            if not cl["ok"]:
+                print(f"  cleanlab skipped: {cl['error']}")
+        result["cleanlab"] = cl
+
         cv = cv_run = cv_clean = None
         if a.skip_cleanvision:
-            print("[2/4] CleanVision skipped (--skip-cleanvision)")
+            print("[3/5] CleanVision skipped (--skip-cleanvision)")
         else:
-            print("[2/4] CleanVision on the same folder", flush=True)
-            err = ensure_cleanvision()
+            print("[3/5] CleanVision on the same folder", flush=True)
+            err = ensure_installed("cleanvision", "cleanvision")
             cv_run = {"ok": False, "error": err} if err else run_cleanvision(data, work, "planted")
             if cv_run["ok"]:
                 cv = score_views(a.truth, Path(cv_run["findings"]), work, "cv")
@@ -522,7 +672,7 @@ def main() -> None:
                 "scores": {k: v["summary"] for k, v in cv.items()} if cv else None,
             }
 
-        print("[3/4] false alarms on the untouched photos", flush=True)
+        print("[4/5] false alarms on the untouched photos", flush=True)
         sizes = image_sizes(clean)
         clean_run = run_ours(clean, work, "clean", no_embed)
         clean_ours = flag_counts(Path(clean_run["findings"]))
@@ -547,7 +697,7 @@ def main() -> None:
             "cleanvision_run": cv_clean,
         }
 
-        print("[4/4] results\n")
+        print("[5/5] results\n")
         print("=== dataaudit, score.py, all issues ===")
         print(ours["all"]["table"])
         print("=== dataaudit, near_duplicate/leakage without cropped copies ===")
@@ -568,10 +718,17 @@ def main() -> None:
                 f"{cv_run['files_checked']} files Pillow can decode "
                 f"({cv_run['skipped_files']} skipped)."
             )
-        rows, table = side_by_side(ours, cv)
+        rows, table = side_by_side(ours, cv, cl)
         result["side_by_side"] = rows
-        print("\n=== side by side (P/R/F1 per issue; AP = ranking by our score) ===")
+        print(
+            "\n=== side by side (P/R/F1 per issue; AP and R@2n rank the flagged files by score; "
+            "left block: dataaudit, or the tool the row names) ==="
+        )
         print(table)
+        if cl and cl["ok"]:
+            print(
+                cleanlab_summary(cl, result["ours"]["scores"]["all"]["issues"].get("label_error"))
+            )
         judged = [r for r in rows if r["target_met"] is not None]
         compared = [r for r in rows if r["ours_ge_cleanvision"] is not None]
         worse = [r["issue"] for r in compared if not r["ours_ge_cleanvision"]]
@@ -636,6 +793,13 @@ def main() -> None:
             print(ratios + " (>1 means dataaudit is faster)")
         if cv_clean and cv_clean.get("ok"):
             print(f"CleanVision clean: {cv_clean['wall_s']:.1f} s wall")
+        if cl and cl["ok"]:
+            print(
+                f"cleanlab   planted ({cl['images']:,} embedded images, in this process): load "
+                f"{cl['load_s']:.1f} + 5-fold LR {cl['oof_s']:.1f} + find_label_issues "
+                f"{cl['find_s']:.1f} = {cl['wall_s']:.1f} s (on top of our scan, which made the "
+                f"embeddings; our label_error is part of detect {t['detect_s']:.1f} s)"
+            )
 
         print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         result["loadavg_end"] = os.getloadavg()
