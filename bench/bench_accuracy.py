@@ -9,15 +9,21 @@ What it does, all from the repo root, never writing into the (read-only) data fo
    subprocesses; ``dataaudit issues --format csv`` gives the findings, which the benchmark's
    own ``score.py`` scores three ways: every issue, near_duplicate/leakage without the cropped
    copies (``--ignore-note crop_frac``) and the cropped copies alone (``--only-note crop_frac``).
-2. CleanVision (``pip install cleanvision``) on the same folder, in a subprocess of this script,
+2. cleanlab (``pip install cleanlab``; skipped with a message if that fails) as the model-based
+   baseline for label_error: our index's embeddings and folder labels, read-only, out-of-fold
+   ``predict_proba`` of a logistic regression (5 stratified folds, fixed seed), then
+   ``cleanlab.filter.find_label_issues``; flagged files and a ranking of every image by
+   1 - self-confidence are scored by the same ``score.py``, and the step is timed.
+3. CleanVision (``pip install cleanvision``) on the same folder, in a subprocess of this script,
    its nine issue columns mapped to our vocabulary and scored by the same ``score.py``.
    CleanVision 0.3.x stops at the first file Pillow cannot open, so when the plain run fails
    the error is recorded and it is re-run on the files Pillow can decode (that pre-filter is
    timed separately); it has no corrupt check of its own either way.
-3. A side-by-side table per issue type with the targets and PASS/MISS.
-4. The false-alarm check: both tools on the untouched photos (``../shared/datasets/signs``),
+4. A side-by-side table per issue type with the targets and PASS/MISS, cleanlab's label_error
+   row under ours.
+5. The false-alarm check: both tools on the untouched photos (``../shared/datasets/signs``),
    flagged files per issue type. Its three 3024 px photos are real odd-size issues.
-5. Wall times, and everything (plus example false positives/negatives of ours per issue type,
+6. Wall times, and everything (plus example false positives/negatives of ours per issue type,
    to tune detectors with) in ``bench/results/accuracy.json``.
 """
 
@@ -304,13 +310,12 @@ def run_cleanlab(db: Path, work: Path, truth: Path, name: str) -> dict[str, Any]
     regression, then find_label_issues. It needs a trained model, ours (a kNN vote) does not,
     so this is the model-based baseline for label_error. Writes the flagged files as a findings
     CSV (score = 1 - self-confidence) and a CSV ranking every image, and scores both."""
+    import cleanlab
     import numpy as np
+    import sklearn
     from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    import cleanlab
-    import sklearn
 
     t0 = time.perf_counter()
     paths, labels, x = load_embeddings(db)
@@ -525,14 +530,14 @@ def side_by_side(ours: dict, cv: dict | None, cl: dict | None = None) -> tuple[l
                     }
                 )
     head = (
-        f"{'issue':29s} {'target':17s} | {'P':>5s} {'R':>5s} {'F1':>5s} {'AP':>5s} {'R@2n':>5s} "
+        f"{'issue':30s} {'target':17s} | {'P':>5s} {'R':>5s} {'F1':>5s} {'AP':>5s} {'R@2n':>5s} "
         f"| {'CV P':>5s} {'R':>5s} {'F1':>5s} | {'target':6s} {'>=CV':5s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         o, c = r["ours"], r["cleanvision"] or {}
         lines.append(
-            f"{r['issue']:29s} {r['target']:17s} | {fmt(o['precision'])} {fmt(o['recall'])} "
+            f"{r['issue']:30s} {r['target']:17s} | {fmt(o['precision'])} {fmt(o['recall'])} "
             f"{fmt(o['f1'])} {fmt(o['ap'])} {fmt(o['recall_at_2n'])} | "
             f"{fmt(c.get('precision'))} {fmt(c.get('recall'))} {fmt(c.get('f1'))} | "
             f"{verdict(r['target_met']):6s} {verdict(r['ours_ge_cleanvision']):5s}"
