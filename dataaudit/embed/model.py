@@ -342,6 +342,54 @@ def _strip_head(model: nn.Module) -> nn.Module:
     return model
 
 
+def _fold_if_exact(net: nn.Module, size: int) -> nn.Module:
+    """Fold batch-norm into convolutions, keeping the result only if it embeds identically."""
+    import copy
+
+    probe = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    )
+    fused = copy.deepcopy(net)
+    if fold_batchnorm(fused) == 0:
+        return net
+    with torch.inference_mode():
+        before, after = net(probe), fused(probe)
+    if torch.allclose(before, after, rtol=1e-3, atol=1e-4 * float(before.abs().max())):
+        return fused
+    return net
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold each eval-mode BatchNorm into the convolution registered just before it.
+
+    Inference then skips a full pass over every activation map per layer (a quarter of
+    EfficientNet-Lite0's CPU time). A timm BatchNormAct2d keeps its activation. Returns the
+    number of folded pairs; the caller checks the outputs did not change.
+    """
+    folded = 0
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (_, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if bn.running_mean is None or conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                std = torch.sqrt(bn.running_var + bn.eps)
+                gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
+                beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
+                factor = gamma / std
+                conv.weight.mul_(factor.view(-1, 1, 1, 1))
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
+                conv.bias = nn.Parameter(beta + (bias - bn.running_mean) * factor)
+            after = [
+                m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None
+            ]
+            setattr(parent, bn_name, nn.Sequential(*after) if after else nn.Identity())
+            folded += 1
+    return folded
+
+
 class _EmbedNet(nn.Module):
     """uint8 NHWC batch -> normalised float NCHW (channels_last) -> pooled features."""
 
@@ -399,6 +447,7 @@ class Embedder:
         model, self.spec = resolve_spec(spec or EmbedSpec())
         assert self.spec.mean is not None and self.spec.std is not None
         net = _EmbedNet(_strip_head(model), self.spec.mean, self.spec.std).eval()
+        net = _fold_if_exact(net, self.spec.input_size)
         self._net = net.to(self.device, memory_format=torch.channels_last)
         size = self.spec.input_size
         probe = self._forward(np.zeros((1, size, size, 3), dtype=np.uint8))
