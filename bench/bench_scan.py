@@ -198,7 +198,11 @@ def main() -> None:
     naive_cmd = [sys.executable, str(HERE / "naive_baseline.py"), str(data), "--json"]
 
     def scan_cmd(folder: Path, db: Path, embed: bool = False) -> list[str]:
-        flags = ["--workers", str(args.workers), "--no-detect"] + ([] if embed else ["--no-embed"])
+        # With embeddings, time what a user gets: the scan's own split of the cores between
+        # decoding and the network (half each on CPU), not a fixed worker count.
+        flags = ["--no-detect"] + (
+            ["--workers", str(args.workers), "--no-embed"] if not embed else []
+        )
         return [*tool, "scan", str(folder), "--db", str(db), *flags]
 
     groups: dict[str, list[Run]] = {"naive": [], "scan": [], "rescan": [], "small": [], "embed": []}
