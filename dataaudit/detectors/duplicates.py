@@ -8,7 +8,9 @@ Pairs are found in layers, each recorded with the pair:
   join in DuckDB (:mod:`dataaudit.detectors.hamming`), then verified by dHash distance and
   the correlation of the stored 16x16 grey signatures (perceptual hashes alone confuse
   look-alike photos of the same scene with copies);
-* ``embedding``: cosine similarity of embeddings (when the index has them).
+* ``embedding``: cosine similarity of embeddings (when the index has them);
+* ``aligned``: each image's nearest embedding neighbour, kept when their thumbnails line up
+  after rescaling and sliding one over the other (crops, zooms; :mod:`.align`).
 
 Groups are connected components over all layers; the representative (the copy to keep) is
 the largest image, then the largest file, then the first path. A group whose members sit
