@@ -23,6 +23,21 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
+# File names that break naive path handling; every scan test that walks names uses these.
+ODD_NAMES = [
+    "with space.jpg",
+    'quote\'s "double".jpg',
+    "semi;colon.jpg",
+    "ünïcødé-名前.jpg",
+    "emoji 😀🐈.jpg",
+    "new\nline.jpg",
+    "-leading-dash.jpg",
+    "a" * 196 + ".jpg",
+    "UPPER.JPG",
+    "[brackets] & $dollar `tick`.png",
+    "[bold]markup[/bold].jpg",
+]
+
 _FORMATS = dict(Image.registered_extensions())  # ".png" -> "PNG"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import ODD_NAMES
 
 from dataaudit.discover import (
     describe_layout,
@@ -16,19 +17,6 @@ from dataaudit.discover import (
     walk,
 )
 from dataaudit.errors import DataAuditError
-
-ODD_NAMES = [
-    "with space.jpg",
-    'quote\'s "double".jpg',
-    "semi;colon.jpg",
-    "ünïcødé-名前.jpg",
-    "emoji 😀🐈.jpg",
-    "new\nline.jpg",
-    "-leading-dash.jpg",
-    "a" * 196 + ".jpg",
-    "UPPER.JPG",
-    "[brackets] & $dollar `tick`.png",
-]
 
 
 def paths(root: Path) -> list[str]:

@@ -13,6 +13,7 @@ import duckdb
 import imagehash
 import numpy as np
 import pytest
+from conftest import ODD_NAMES
 from PIL import Image
 
 from dataaudit.errors import DataAuditError
@@ -29,20 +30,6 @@ def encode(im: Image.Image, fmt: str, **save) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **save)
     return buf.getvalue()
-
-
-ODD_NAMES = [
-    "with space.jpg",
-    'quote\'s "double".jpg',
-    "semi;colon.jpg",
-    "ünïcødé-名前.jpg",
-    "emoji 😀🐈.jpg",
-    "new\nline.jpg",
-    "-leading-dash.jpg",
-    "a" * 196 + ".jpg",
-    "UPPER.JPG",
-    "[bold]markup[/bold].jpg",
-]
 
 
 def build_zoo(root: Path, write_image, image_bytes, bomb_png: bytes) -> None:
