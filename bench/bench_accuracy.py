@@ -44,6 +44,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from dataaudit.detectors.registry import ISSUE_TYPES
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared"
@@ -73,22 +75,8 @@ CV_ISSUES = {
     "exact_duplicates": "exact_duplicate",
     "near_duplicates": "near_duplicate",
 }
-ISSUE_ORDER = [
-    "corrupt",
-    "wrong_extension",
-    "exact_duplicate",
-    "near_duplicate",
-    "leakage",
-    "dark",
-    "light",
-    "blurry",
-    "grayscale",
-    "odd_size",
-    "odd_aspect_ratio",
-    "low_information",
-    "outlier",
-    "label_error",
-]
+# Every issue type a detector finds in image files, in the registry's order (info flags out).
+ISSUE_ORDER = [issue for issue, (severity, _) in ISSUE_TYPES.items() if severity != "info"]
 DUP_VIEWS = ("near_duplicate", "leakage")
 # Targets from the issue: (text, check on a score.py issue summary). near_duplicate and leakage
 # are judged on the view without cropped copies.

@@ -34,43 +34,26 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
     ctx.stats["brightness"] = {"median": bright.median, "sigma": bright.sigma}
     out = []
 
-    dark = ok.filter(
-        (pl.col("brightness_mean") <= q.dark_always_mean)
-        | ((pl.col("brightness_mean") <= q.dark_max_mean) & (z_b <= -q.z))
-    )
+    mean = pl.col("brightness_mean")
     out.append(
-        issue_rows(
-            dark,
+        _exposure(
+            ok,
             "dark",
-            pl.max_horizontal(
-                z_score(z_b, q.z),
-                (pl.col("brightness_mean") <= q.dark_always_mean).cast(pl.Float64),
-            ),
-            pl.format(
-                "mean grey {} (dataset median {})",
-                pl.col("brightness_mean").round(1),
-                pl.lit(round(bright.median, 1)),
-            ),
-        )  # fmt: skip
-    )
-    light = ok.filter(
-        (pl.col("brightness_mean") >= q.light_always_mean)
-        | ((pl.col("brightness_mean") >= q.light_min_mean) & (z_b >= q.z))
+            mean <= q.dark_always_mean,
+            (mean <= q.dark_max_mean) & (z_b <= -q.z),
+            z_score(z_b, q.z),
+            bright,
+        )
     )
     out.append(
-        issue_rows(
-            light,
+        _exposure(
+            ok,
             "light",
-            pl.max_horizontal(
-                z_score(z_b, q.z),
-                (pl.col("brightness_mean") >= q.light_always_mean).cast(pl.Float64),
-            ),
-            pl.format(
-                "mean grey {} (dataset median {})",
-                pl.col("brightness_mean").round(1),
-                pl.lit(round(bright.median, 1)),
-            ),
-        )  # fmt: skip
+            mean >= q.light_always_mean,
+            (mean >= q.light_min_mean) & (z_b >= q.z),
+            z_score(z_b, q.z),
+            bright,
+        )
     )
 
     low_info_expr = (pl.col("contrast") < q.low_info_max_contrast) | (
@@ -130,3 +113,16 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
             )
         )
     return pl.concat(out)
+
+
+def _exposure(
+    ok: pl.DataFrame, issue: str, always: pl.Expr, adaptive: pl.Expr, score: pl.Expr, bright: Robust
+) -> pl.DataFrame:
+    """Rows for dark or light images: past the absolute limit, or unusual and past the bound."""
+    return issue_rows(
+        ok.filter(always | adaptive),
+        issue,
+        pl.max_horizontal(score, always.cast(pl.Float64)),
+        pl.format("mean grey {} (dataset median {})", pl.col("brightness_mean").round(1),
+                  pl.lit(round(bright.median, 1))),
+    )  # fmt: skip
