@@ -24,14 +24,14 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 def build_report(con: duckdb.DuckDBPyConnection, examples: int = 3) -> dict[str, Any]:
     """Everything the report shows, as JSON-ready data."""
-    rows = q.issues(con)
+    rows = q.issue_examples(con, examples)
     counts = dict(q.issue_counts(con).iter_rows())
     issue_sections = []
     for issue, (severity, description) in ISSUE_TYPES.items():
         n = counts.get(issue, 0)
         if n == 0:
             continue
-        sample = rows.filter(pl.col("issue") == issue).head(examples)
+        sample = rows.filter(pl.col("issue") == issue)
         issue_sections.append(
             {
                 "issue": issue,

@@ -59,6 +59,7 @@ class DetectContext:
     pairs: pl.DataFrame | None = None  # duplicate pairs with their layer
     stats: dict[str, Any] = field(default_factory=dict)  # numbers for the report
     flagged: dict[str, set[int]] = field(default_factory=dict)  # issue -> files, so far
+    cache: dict[str, Any] = field(default_factory=dict)  # reads shared between detectors
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectContext:

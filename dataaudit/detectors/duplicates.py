@@ -25,6 +25,7 @@ import polars as pl
 from dataaudit.detectors.base import DetectContext, issue_rows
 from dataaudit.detectors.groups import connected_components
 from dataaudit.detectors.hamming import hamming_pairs
+from dataaudit.detectors.semantic import has_table, semantic_duplicate_pairs
 
 PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "layer": pl.String, "distance": pl.Float64}
 EXACT_LAYERS = ("bytes", "pixels")
@@ -51,7 +52,7 @@ def find_pairs(ctx: DetectContext) -> pl.DataFrame:
         layers.append(_same_value_pairs(img.filter(pl.col("pixel_hash").is_not_null()),
                                         "pixel_hash", "pixels"))  # fmt: skip
     layers.append(_phash_pairs(ctx))
-    layers.append(embedding_pairs(ctx))
+    layers.append(semantic_duplicate_pairs(ctx))
     found = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
     layers.append(_aligned_pairs(ctx, found))
     pairs = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
@@ -132,13 +133,6 @@ def _signature_correlation(ctx: DetectContext, a: np.ndarray, b: np.ndarray) -> 
     return corr
 
 
-def embedding_pairs(ctx: DetectContext) -> pl.DataFrame:
-    """Pairs linked by embedding similarity, when the index holds a kNN graph."""
-    from dataaudit.detectors.semantic import semantic_duplicate_pairs
-
-    return semantic_duplicate_pairs(ctx)
-
-
 def _informative(ctx: DetectContext) -> pl.DataFrame:
     """Decodable images with enough structure for a perceptual match to mean anything."""
     q = ctx.config.quality
@@ -152,7 +146,6 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     """Crops and resized copies: each image's nearest embedding neighbour, verified by
     aligning their thumbnails (:mod:`dataaudit.detectors.align`)."""
     from dataaudit.detectors.align import aligned_correlation, small_gray
-    from dataaudit.detectors.semantic import has_table
 
     p = ctx.config.duplicates
     if not has_table(ctx, "knn"):

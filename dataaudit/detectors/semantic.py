@@ -61,7 +61,17 @@ def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
 
 
 def _knn_matrix(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(file_ids (N,), neighbour positions (N, k) with -1 for none, similarities (N, k))."""
+    """(file_ids (N,), neighbour positions (N, k) with -1 for none, similarities (N, k)).
+
+    Read once per detect run: outliers and label errors both use the global graph.
+    """
+    key = f"knn:{scope}"
+    if key not in ctx.cache:
+        ctx.cache[key] = _read_knn(ctx, scope)
+    return ctx.cache[key]
+
+
+def _read_knn(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = ctx.con.sql(
         "SELECT file_id, neighbor_id, rank, similarity FROM knn WHERE scope = ? ORDER BY ALL",
         params=[scope],

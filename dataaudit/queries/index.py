@@ -37,6 +37,20 @@ def issues(
     ).pl()
 
 
+def issue_examples(con: duckdb.DuckDBPyConnection, per_issue: int) -> pl.DataFrame:
+    """The ``per_issue`` most severe flagged files of each issue type: issue, path, details."""
+    return con.sql(
+        """
+        SELECT s.issue, i.path, s.details
+        FROM issues s JOIN images i USING (file_id)
+        WHERE s.is_issue
+        QUALIFY row_number() OVER (PARTITION BY s.issue ORDER BY s.score DESC, i.path) <= ?
+        ORDER BY s.issue, s.score DESC, i.path
+        """,
+        params=[per_issue],
+    ).pl()
+
+
 def issue_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Flagged files per issue type: issue, files."""
     return con.sql(
