@@ -11,3 +11,15 @@ class DataAuditError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class IndexBusyError(DataAuditError):
+    """The index is held by a writer (a scan or detect run) and no snapshot can stand in.
+
+    ``progress`` carries what the writer last reported (``done``, ``total``, ``stage``), so a
+    reader can say how far the scan is and try again later.
+    """
+
+    def __init__(self, message: str, hint: str = "", progress: dict | None = None) -> None:
+        super().__init__(message, hint)
+        self.progress = progress or {}

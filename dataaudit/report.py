@@ -47,11 +47,9 @@ def build_report(con: duckdb.DuckDBPyConnection, examples: int = 3) -> dict[str,
     issue_sections.sort(key=lambda s: (SEVERITY_ORDER[s["severity"]], -s["files"]))
     scan = q.latest_run(con, "scan")
     detect = q.latest_run(con, "detect")
-    groups = con.execute(
-        "SELECT count(DISTINCT group_id), count(*) FROM duplicate_groups"
-    ).fetchall()[0]
+    groups = q.group_totals(con)
     return {
-        "root": con.execute("SELECT value FROM meta WHERE key = 'root'").fetchall()[0][0],
+        "root": q.meta(con, "root"),
         "totals": q.image_totals(con),
         "scanned_at": scan["ended_at"] if scan else None,
         "detected_at": detect["ended_at"] if detect else None,

@@ -22,51 +22,74 @@ from dataaudit.store import db
 
 @dataclass
 class DetectResult:
-    run_id: int
+    """What one detection produced: issue rows, dataset-level findings, duplicate structure.
+
+    ``run_id`` is 0 until the result is written (``compute`` alone writes nothing).
+    """
+
     issues: pl.DataFrame
     findings: list[Finding]
+    pairs: pl.DataFrame
+    groups: pl.DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    run_id: int = 0
 
     def counts(self) -> dict[str, int]:
         flagged = self.issues.filter(pl.col("is_issue"))
         return dict(flagged.group_by("issue").len().sort("issue").iter_rows())
 
 
+def compute(con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectResult:
+    """Run every registered detector in memory; needs only a read-only connection.
+
+    The app's threshold sliders call this; :func:`run_detectors` adds the write.
+    """
+    started = time.perf_counter()
+    ctx = DetectContext.load(con, config)
+    issue_frames = [empty_issues()]
+    findings: list[Finding] = []
+    for detector in DETECTORS:
+        out = detector.run(ctx)
+        if isinstance(out, pl.DataFrame):
+            out = out.select(empty_issues().columns).cast(empty_issues().schema)
+            issue_frames.append(out)
+            for issue, ids in (
+                out.filter(pl.col("is_issue")).group_by("issue").agg("file_id").iter_rows()
+            ):
+                ctx.flagged.setdefault(issue, set()).update(ids)
+        else:
+            findings.extend(out)
+    return DetectResult(
+        issues=pl.concat(issue_frames),
+        findings=findings,
+        pairs=ctx.pairs if ctx.pairs is not None else pl.DataFrame(),
+        groups=ctx.groups if ctx.groups is not None else pl.DataFrame(),
+        stats=ctx.stats,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
 def run_detectors(
     con: duckdb.DuckDBPyConnection, config: DetectConfig, sources: list[str] | None = None
 ) -> DetectResult:
-    """Run all detectors, replace the previous results, record the run."""
-    started = time.perf_counter()
+    """Run all detectors, replace the previous results in one transaction, record the run."""
     run_id = db.start_run(con, "detect", {"config": config.to_dict(), "sources": sources or []})
     try:
-        ctx = DetectContext.load(con, config)
-        issue_frames = [empty_issues()]
-        findings: list[Finding] = []
-        for detector in DETECTORS:
-            out = detector.run(ctx)
-            if isinstance(out, pl.DataFrame):
-                out = out.select(empty_issues().columns).cast(empty_issues().schema)
-                issue_frames.append(out)
-                for issue, ids in (
-                    out.filter(pl.col("is_issue")).group_by("issue").agg("file_id").iter_rows()
-                ):
-                    ctx.flagged.setdefault(issue, set()).update(ids)
-            else:
-                findings.extend(out)
-        issues = pl.concat(issue_frames).with_columns(pl.lit(run_id).alias("run_id"))
-        _write(con, run_id, issues, ctx, findings)
+        result = compute(con, config)
+        result.run_id = run_id
+        _write(con, result)
     except BaseException as exc:
         db.finish_run(con, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
-    result = DetectResult(run_id, issues, findings, ctx.stats, time.perf_counter() - started)
-    db.finish_run(con, run_id, "completed", {"issues": result.counts(), **_jsonable(ctx.stats)})
+    db.finish_run(con, run_id, "completed", {"issues": result.counts(), **_jsonable(result.stats)})
     return result
 
 
-def _write(con, run_id: int, issues: pl.DataFrame, ctx: DetectContext, findings) -> None:
-    pairs = ctx.pairs if ctx.pairs is not None else pl.DataFrame()
-    groups = ctx.groups if ctx.groups is not None else pl.DataFrame()
+def _write(con: duckdb.DuckDBPyConnection, result: DetectResult) -> None:
+    run_id, findings = result.run_id, result.findings
+    issues = result.issues.with_columns(pl.lit(run_id).alias("run_id"))
+    pairs, groups = result.pairs, result.groups
     finding_rows = pl.DataFrame(
         {
             "finding": [f.finding for f in findings],

@@ -120,3 +120,59 @@ def image_totals(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "SELECT count(*), coalesce(sum(bytes), 0), count(*) FILTER (WHERE is_corrupt) FROM images"
     ).fetchall()[0]
     return {"images": n, "bytes": nbytes, "corrupt": corrupt}
+
+
+def duplicate_pairs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every linked pair with both paths and splits, the layer that linked them and how close."""
+    return con.sql(
+        """
+        SELECT p.a, p.b, ia.path AS path_a, ib.path AS path_b, ia.split AS split_a,
+               ib.split AS split_b, ia.label AS label_a, ib.label AS label_b, p.layer,
+               p.distance, g.group_id
+        FROM duplicate_pairs p
+        JOIN images ia ON ia.file_id = p.a JOIN images ib ON ib.file_id = p.b
+        LEFT JOIN duplicate_groups g ON g.file_id = p.a
+        ORDER BY g.group_id, p.distance, ia.path, ib.path
+        """
+    ).pl()
+
+
+def duplicate_groups(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Members of each duplicate group, the representative (the copy to keep) first."""
+    return con.sql(
+        """
+        SELECT g.group_id, g.file_id, g.is_representative, i.path, i.split, i.label,
+               i.width, i.height, i.bytes, count(*) OVER (PARTITION BY g.group_id) AS size
+        FROM duplicate_groups g JOIN images i USING (file_id)
+        ORDER BY size DESC, g.group_id, g.is_representative DESC, i.path
+        """
+    ).pl()
+
+
+def leakage_pairs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Duplicate pairs whose members sit in different splits, with the split pair named."""
+    return con.sql(
+        """
+        SELECT least(ia.split, ib.split) || '<->' || greatest(ia.split, ib.split) AS split_pair,
+               p.a, p.b, ia.path AS path_a, ib.path AS path_b, ia.split AS split_a,
+               ib.split AS split_b, ia.label AS label_a, ib.label AS label_b, p.layer,
+               p.distance
+        FROM duplicate_pairs p
+        JOIN images ia ON ia.file_id = p.a JOIN images ib ON ib.file_id = p.b
+        WHERE ia.split IS NOT NULL AND ib.split IS NOT NULL AND ia.split <> ib.split
+        ORDER BY split_pair, p.distance, ia.path
+        """
+    ).pl()
+
+
+def group_totals(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(duplicate groups, files in them)."""
+    groups, files = con.execute(
+        "SELECT count(DISTINCT group_id), count(*) FROM duplicate_groups"
+    ).fetchall()[0]
+    return int(groups), int(files)
+
+
+def meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    return rows[0][0] if rows else None

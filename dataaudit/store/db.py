@@ -22,6 +22,7 @@ import polars as pl
 
 from dataaudit.discover import INDEX_DIR_NAME
 from dataaudit.errors import DataAuditError
+from dataaudit.store import access
 
 SCHEMA_VERSION = 1
 INDEX_FILE_NAME = "index.duckdb"
@@ -90,7 +91,10 @@ def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyC
     if not read_only:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(db_path), read_only=read_only)
+        if read_only:
+            con = duckdb.connect(str(db_path), read_only=True)
+        else:
+            con = access.connect_write(db_path)
     except duckdb.IOException as exc:
         msg = str(exc)
         if "lock" in msg.lower():
