@@ -261,6 +261,82 @@ def issues_cmd(
     sys.stdout.write(out.write_csv())
 
 
+@app.command("export")
+def export_cmd(
+    path: PathArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (must not exist).")],
+    db: DbOpt = None,
+    drop: Annotated[
+        str, typer.Option(help="Also drop these issue types, e.g. dark,blurry,outlier.")
+    ] = "",
+    leakage: Annotated[
+        str, typer.Option(help="drop-eval (keep the train copy), keep-eval, or ignore.")
+    ] = "drop-eval",
+    keep_duplicates: Annotated[
+        bool, typer.Option("--keep-duplicates", help="Keep every copy, not one per group.")
+    ] = False,
+    keep_corrupt: Annotated[
+        bool, typer.Option("--keep-corrupt", help="Keep corrupt files.")
+    ] = False,
+    ignore_decisions: Annotated[
+        bool, typer.Option("--ignore-decisions", help="Ignore reviewer drops and relabels.")
+    ] = False,
+    relabel_above: Annotated[
+        float | None, typer.Option(help="Apply suggested labels with label_error score >= this.")
+    ] = None,
+    resplit: Annotated[
+        str | None, typer.Option(help="Re-split, grouped and stratified: train=0.8,val=0.1,...")
+    ] = None,
+    group_by: Annotated[
+        str | None, typer.Option(help="Labels-file column kept on one side (patient, video).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels file for --group-by (default: the scan's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the re-split.")] = 0,
+    mode: Annotated[str, typer.Option(help="copy, hardlink or symlink.")] = "copy",
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write a cleaned copy: ImageFolder tree, manifest, changes.csv and summary.json.
+
+    Drops corrupt files, all but one copy per duplicate group and the evaluation side of
+    leaks (each overridable), applies reviewer decisions; the source is never modified.
+    """
+    import dataaudit as da
+    from dataaudit.export import ExportRules, describe
+
+    rules = ExportRules(
+        drop_corrupt=not keep_corrupt,
+        dedupe=not keep_duplicates,
+        leakage=leakage,
+        drop=tuple(_issue_types(drop)) if drop else (),
+        use_decisions=not ignore_decisions,
+        relabel_above=relabel_above,
+    )
+    index = da.open_index(db or path)
+    kwargs = dict(rules=rules, resplit=resplit, group_by=group_by, labels_file=labels,
+                  seed=seed, mode=mode, force=force, dry_run=dry_run)  # fmt: skip
+    with _progress(not quiet and not dry_run and sys.stderr.isatty()) as bar:
+        task = bar.add_task("exporting", total=None)
+        try:
+            result = da.export(index, out, **kwargs,
+                               progress=lambda d, t: bar.update(task, completed=d, total=t))  # fmt: skip
+        except KeyboardInterrupt:
+            bar.stop()
+            _error_line(f"dataaudit: export interrupted; nothing was written to {out}")
+            raise typer.Exit(130) from None
+    for line in describe(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print(f"dry run: nothing written (would write {out})", markup=False)
+    else:
+        console.print(f"wrote {result.out} in {result.seconds:.1f} s", markup=False)
+
+
 def _issue_types(spec: str) -> list[str]:
     from dataaudit.detectors.registry import ISSUE_TYPES
 

@@ -27,7 +27,7 @@ from dataaudit.export.plan import CHANGE_SCHEMA, ExportRules, Plan, build_plan
 from dataaudit.export.resplit import grouped_split, parse_fractions, split_report, units_from
 from dataaudit.export.write import MODES, Progress, check_destination, write_tree
 
-__all__ = ["ExportResult", "ExportRules", "export", "plan_export"]
+__all__ = ["ExportResult", "ExportRules", "describe", "export", "plan_export"]
 
 IMAGE_COLUMNS = ["file_id", "path", "split", "label", "width", "height", "bytes", "content_hash",
                  "is_corrupt", "decode_status", "error_message"]  # fmt: skip
@@ -302,3 +302,35 @@ def _summary(
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def describe(result: ExportResult, examples: int = 3) -> list[str]:
+    """The plan as plain lines for a terminal: counts, changes per rule, split fractions."""
+    s = result.summary
+    lines = [f"files: {s['files_before']:,} in the index -> {s['files_after']:,} exported"]
+    for rule, n in s["dropped_by_rule"].items():
+        lines.append(f"  dropped  {n:>7,}  {rule}")
+    for rule, n in s["relabelled_by_rule"].items():
+        lines.append(f"  relabel  {n:>7,}  {rule}")
+    if s["renamed"]:
+        lines.append(f"  renamed  {s['renamed']:>7,}  name collisions")
+    lines.append(
+        f"leaking duplicate groups: {s['leaking_groups_before']:,} before -> "
+        f"{s['leaking_groups_after']:,} after"
+    )
+    changes = result.plan.changes
+    for (action, rule), part in changes.group_by("action", "rule", maintain_order=True):
+        for row in part.head(examples).to_dicts():
+            lines.append(f"  e.g. {action} {rule}: {row['path']!r}: {row['reason']}")
+    if result.split_fractions is not None:
+        fr = ", ".join(
+            f"{r['split']} {r['achieved']:.3f} (asked {r['requested']:.3f}, {r['files']:,} files)"
+            for r in result.split_fractions.to_dicts()
+        )
+        lines.append(f"re-split: {fr}")
+        per_class = result.per_class
+        lines.append("per class: " + "  ".join(per_class.columns))
+        for row in per_class.iter_rows():
+            lines.append("  " + "  ".join("" if v is None else str(v) for v in row))
+    lines.extend(f"note: {n}" for n in result.notes)
+    return lines
