@@ -83,7 +83,24 @@ def export(
     write_tree(files, root, out, audit, mode=mode, force=force, progress=progress)
     result.written = True
     result.seconds = time.perf_counter() - started
+    _record_run(index, result)
     return result
+
+
+def _record_run(index: Any, result: ExportResult) -> None:
+    """Add the export to the index's ``runs`` table; an index that cannot be written (busy,
+    read-only) only costs a note, since DEST already holds the full audit trail."""
+    from dataaudit.store import db as store
+
+    s = result.summary
+    counts = {k: s[k] for k in ("files_before", "files_after", "dropped_by_rule",
+                                "relabelled_by_rule", "renamed", "leaking_groups_after")}  # fmt: skip
+    try:
+        with index.writer() as con:
+            run_id = store.start_run(con, "export", s["parameters"])
+            store.finish_run(con, run_id, "completed", counts)
+    except Exception as exc:  # DuckDB lock / IO errors have many types
+        result.notes.append(f"export not recorded in the index's runs table: {exc}")
 
 
 def plan_export(
@@ -256,8 +273,9 @@ def _summary(
     leak_before: int,
     groups: pl.DataFrame,
 ) -> dict[str, Any]:
+    from dataaudit.store.db import library_versions
+
     plan = result.plan
-    import dataaudit
 
     def counts(frame: pl.DataFrame) -> list[dict[str, Any]]:
         return frame.to_dicts()
@@ -291,7 +309,7 @@ def _summary(
             "seed": seed,
         },
         "notes": result.notes,
-        "versions": {"dataaudit": dataaudit.__version__, "polars": pl.__version__},
+        "versions": library_versions(),
     }
     if result.split_fractions is not None:
         summary["achieved_fractions"] = {

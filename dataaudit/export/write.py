@@ -57,7 +57,7 @@ def write_tree(
     audit: dict[str, bytes],
     mode: str = "copy",
     force: bool = False,
-    workers: int = 8,
+    workers: int = 2,
     progress: Progress | None = None,
 ) -> None:
     """Place every file (columns path, dest, content_hash) under ``out``, verify, then rename.
@@ -137,13 +137,14 @@ def _place(job: tuple[str, str, str | None], root: Path, tmp: Path, mode: str):
     try:
         if mode == "copy":
             shutil.copyfile(src, dest)
-            shutil.copystat(src, dest)
         elif mode == "hardlink":
             os.link(src, dest)
         else:
             os.symlink(os.path.realpath(src), dest)
     except FileNotFoundError:
         return rel, "missing"
+    except PermissionError:
+        return rel, "permission denied"
     except OSError as exc:
         if mode == "hardlink" and exc.errno in (18, 1):  # EXDEV, EPERM
             raise DataAuditError(
