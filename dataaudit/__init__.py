@@ -30,13 +30,15 @@ _EXPORTS = {
     "DetectConfig": "dataaudit.detectors.config",
     "DetectResult": "dataaudit.detectors.runner",
     "Decisions": "dataaudit.store.decisions",
+    "export": "dataaudit.export",
+    "ExportRules": "dataaudit.export",
     "DataAuditError": "dataaudit.errors",
     "IndexBusyError": "dataaudit.errors",
 }
 __all__ = [
-    "DataAuditError", "Decisions", "DetectConfig", "DetectResult", "Embeddings", "Filters",
-    "Index", "IndexBusyError", "__version__", "detect", "embed_stage", "load_config",
-    "open_index", "scan",
+    "DataAuditError", "Decisions", "DetectConfig", "DetectResult", "Embeddings", "ExportRules",
+    "Filters", "Index", "IndexBusyError", "__version__", "detect", "embed_stage", "export",
+    "load_config", "open_index", "scan",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from dataaudit.detectors.config import DetectConfig
     from dataaudit.detectors.runner import DetectResult
     from dataaudit.errors import DataAuditError, IndexBusyError
+    from dataaudit.export import ExportRules, export
     from dataaudit.index import Embeddings, Index
     from dataaudit.queries.filters import Filters
     from dataaudit.store.decisions import Decisions

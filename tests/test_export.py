@@ -101,11 +101,15 @@ def test_default_export_cli_equals_api_and_source_is_untouched(data, tmp_path, c
         assert row["path"] == f"{row['split']}/{row['label']}/{row['path'].split('/')[-1]}"
     assert "test/cat/leaked.png" not in manifest["source_path"].to_list()
     assert "train/cat/cat1.png" in manifest["source_path"].to_list()
+    dest_of = dict(zip(manifest["source_path"], manifest["path"], strict=True))
     for name in ODD_NAMES:  # every awkward name made the round trip, bytes intact
-        assert (out / "train/cat" / name).read_bytes() == (data / "train/cat" / name).read_bytes()
+        dest = dest_of[f"train/cat/{name}"]
+        assert dest == f"train/cat/{name.rsplit('/', 1)[-1]}"  # a/b.jpg: subfolders flattened
+        assert (out / dest).read_bytes() == (data / "train/cat" / name).read_bytes()
     changes = pl.read_csv(out / "changes.csv")
+    # identical copies tie on every criterion; the first path wins ("dog0 copy" < "dog0.")
     assert set(changes["path"].to_list()) == {
-        "train/cat/broken.png", "test/cat/leaked.png", "train/dog/dog0 copy.png",
+        "train/cat/broken.png", "test/cat/leaked.png", "train/dog/dog0.png",
     }  # fmt: skip
     meta = pl.read_csv(out / "train" / "metadata.csv")  # Hugging Face imagefolder
     assert set(meta.columns) == {"file_name", "label"}
@@ -167,7 +171,7 @@ def test_resplit_grouped_by_labels_file_column(tmp_path, cli):
         rows.append((name, "a" if i % 3 else "b", f"patient{i % 17}"))
     labels = tmp_path / "labels.csv"
     pl.DataFrame(rows, schema=["path", "label", "patient"], orient="row").write_csv(labels)
-    da.scan(root, embed=False, labels_file=str(labels))
+    da.scan(root, embed=False, labels=labels)
     out = tmp_path / "out"
     rc, stdout, err = cli("export", root, "--out", out, "--resplit", "train=0.5,test=0.5",
                           "--group-by", "patient", "--labels", labels, "--seed", "3")  # fmt: skip
@@ -206,7 +210,10 @@ def test_killed_export_leaves_no_destination_and_rerun_completes(data, tmp_path,
     assert not out.exists()
     rc, _, err = cli("export", data, "--out", out)
     assert rc == 0, err
-    assert pl.read_csv(out / "manifest.csv").height == len(list(out.glob("*/*/*.png")))
+    manifest = pl.read_csv(out / "manifest.csv")
+    images = [p for p in out.rglob("*") if p.is_file() and p.parent != out and p.suffix != ".csv"]
+    assert manifest.height == len(images) == len(_checksums(data)) - 3  # 3 dropped
+    assert all((out / p).is_file() for p in manifest["path"].to_list())
     assert not list(tmp_path.glob(".out.*"))
 
 
@@ -222,13 +229,13 @@ def test_signs_planted_export_is_clean_when_scanned_again(tmp_path):
     """Default rules on the planted-issue benchmark; scanned without embeddings (with them a
     scan takes minutes here), so crop-type near copies are out of reach of both scans."""
     before = _checksums(SIGNS)
-    idx = da.scan(SIGNS, db_path=tmp_path / "signs.duckdb", embed=False)
+    idx = da.scan(SIGNS, tmp_path / "signs.duckdb", embed=False)
     out = tmp_path / "clean"
     res = da.export(idx, out)
     assert _checksums(SIGNS) == before
     assert res.summary["dropped_by_rule"]["corrupt"] == 60
     assert res.summary["leaking_groups_before"] > 0 and res.summary["leaking_groups_after"] == 0
-    again = da.scan(out, db_path=tmp_path / "clean.duckdb", embed=False)
+    again = da.scan(out, tmp_path / "clean.duckdb", embed=False)
     counts = again.issues().group_by("issue").len()
     found = dict(counts.iter_rows())
     assert found.get("corrupt", 0) == 0

@@ -138,6 +138,18 @@ def test_quality_drops_and_reviewer_decisions():
     assert dict(plan.files.select("file_id", "label").iter_rows())[6] == "dog"
 
 
+def test_reviewer_keep_makes_the_representative_even_across_splits():
+    dec = _decisions([(3, "keep", None, ""), (5, "keep", None, "not a copy"),
+                      (2, "keep", None, "")])  # fmt: skip
+    plan = build_plan(IMAGES, ISSUES, GROUPS, dec, ExportRules())
+    kept = _kept(plan)
+    assert 3 in kept and 4 not in kept  # 3 kept by a reviewer: its group's representative
+    # the test copy a reviewer kept survives the leakage rule and becomes the one copy kept
+    assert 5 in kept and 6 not in kept
+    assert plan.changes.filter(pl.col("file_id") == 6)["rule"].to_list() == ["duplicate"]
+    assert 2 not in kept  # corrupt is dropped whatever a reviewer said
+
+
 def test_relabel_above_applies_suggested_labels_over_threshold_only():
     plan = build_plan(IMAGES, ISSUES, GROUPS, None, ExportRules(relabel_above=0.9))
     assert dict(plan.files.select("file_id", "label").iter_rows())[8] == "cat"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,3 +354,15 @@ def describe(result: ExportResult, examples: int = 3) -> list[str]:
             lines.append("  " + "  ".join("" if v is None else str(v) for v in row))
     lines.extend(f"note: {n}" for n in result.notes)
     return lines
+
+
+class _CallablePackage(types.ModuleType):
+    """``dataaudit.export`` names both this package and its function. Importing the package
+    (``from dataaudit.export import ExportRules``) makes Python set ``dataaudit.export`` to
+    the package, so the package forwards calls: ``da.export(index, out)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ExportResult:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

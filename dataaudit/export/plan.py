@@ -10,11 +10,15 @@ Rules run in a fixed order, and a file dropped by one rule is not seen by the ne
 
 1. ``corrupt``: the file cannot be decoded.
 2. ``reviewer``: a reviewer's drop (unless decisions are ignored).
-3. quality issues chosen with ``drop`` (``dark``, ``blurry``...); a reviewer's "keep" wins.
+3. quality issues chosen with ``drop`` (``dark``, ``blurry``...).
 4. ``leakage``: a duplicate group that spans splits keeps one side (train by default).
 5. ``duplicate``: one file per exact/near-duplicate group, the representative by highest
    resolution, then fewest issues, then training split first (then larger file, then path).
 6. relabels: a reviewer's relabel, else a suggested label scored at least ``relabel_above``.
+
+A reviewer's "keep" exempts the file from rules 3-6 (a person looked at it; a flagged
+duplicate they keep is most often a false match) and makes it its group's representative.
+Only ``corrupt`` still applies: an undecodable file cannot be trained on.
 
 The index's stored ``is_representative`` ranks by resolution and bytes only, and may have been
 dropped by an earlier rule, so the representative is chosen again among the survivors.
@@ -114,12 +118,14 @@ def build_plan(
     )
     changes: list[pl.DataFrame] = []
     dec = _active_decisions(decisions) if rules.use_decisions else _active_decisions(None)
-    kept_by_reviewer = dec.filter(pl.col("action") == "keep")["file_id"]
+    kept = dec.filter(pl.col("action") == "keep").select("file_id")
 
     def drop(ids: pl.DataFrame, rule: str) -> None:
         """Remove files (frame with file_id, reason) and record why."""
         nonlocal files
         ids = ids.unique("file_id", keep="first", maintain_order=True)
+        if rule != "corrupt":
+            ids = ids.join(kept, on="file_id", how="anti")
         gone = files.join(ids, on="file_id", how="inner")
         if gone.height:
             changes.append(_change_rows(gone, "drop", rule, pl.col("reason"), pl.lit(None)))
@@ -137,9 +143,7 @@ def build_plan(
     )
 
     for issue in rules.drop:
-        hit = issues.filter(pl.col("issue") == issue).join(
-            pl.DataFrame({"file_id": kept_by_reviewer}), on="file_id", how="anti"
-        )
+        hit = issues.filter(pl.col("issue") == issue)
         drop(hit.select("file_id", pl.col("details").fill_null(issue).alias("reason")), issue)
 
     members = groups.select("file_id", "group_id").join(files.select("file_id"), on="file_id")
@@ -147,7 +151,7 @@ def build_plan(
         drop(_leakage_losers(files, members, rules.leakage), "leakage")
         members = members.join(files.select("file_id"), on="file_id")
     if rules.dedupe:
-        drop(_duplicate_losers(files, members, issues), "duplicate")
+        drop(_duplicate_losers(files, members, issues, kept), "duplicate")
 
     files, relabels = _relabel(files, issues, dec, rules, notes)
     if relabels.height:
@@ -226,10 +230,10 @@ def _leakage_losers(files: pl.DataFrame, members: pl.DataFrame, mode: str) -> pl
 
 
 def _duplicate_losers(
-    files: pl.DataFrame, members: pl.DataFrame, issues: pl.DataFrame
+    files: pl.DataFrame, members: pl.DataFrame, issues: pl.DataFrame, kept: pl.DataFrame
 ) -> pl.DataFrame:
     """All but the representative of each duplicate group among the survivors."""
-    ranked = representatives(files, members, issues)
+    ranked = representatives(files, members, issues, kept)
     rep = ranked.filter(pl.col("is_representative")).select(
         "group_id", pl.col("path").alias("rep_path")
     )
@@ -241,13 +245,17 @@ def _duplicate_losers(
 
 
 def representatives(
-    files: pl.DataFrame, members: pl.DataFrame, issues: pl.DataFrame
+    files: pl.DataFrame,
+    members: pl.DataFrame,
+    issues: pl.DataFrame,
+    kept: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Group members ranked best first, with is_representative on each group's best.
 
-    Best = most pixels, then fewest other flagged issues, then training split first, then the
-    larger file, then the first path (so the choice is deterministic).
+    Best = kept by a reviewer, then most pixels, then fewest other flagged issues, then
+    training split first, then the larger file, then the first path (deterministic).
     """
+    kept_ids = [] if kept is None else kept["file_id"].to_list()
     other = issues.filter(~pl.col("issue").is_in(STRUCTURAL))
     n_issues = other.group_by("file_id").agg(pl.col("issue").n_unique().alias("n_issues"))
     ranked = (
@@ -259,10 +267,11 @@ def representatives(
             ),
             pl.col("n_issues").fill_null(0),
             _split_rank().alias("split_rank"),
+            pl.col("file_id").is_in(kept_ids).alias("reviewer_kept"),
         )
         .sort(
-            ["group_id", "px", "n_issues", "split_rank", "bytes", "path"],
-            descending=[False, True, False, False, True, False],
+            ["group_id", "reviewer_kept", "px", "n_issues", "split_rank", "bytes", "path"],
+            descending=[False, True, True, False, False, True, False],
         )
     )
     return ranked.with_columns(
