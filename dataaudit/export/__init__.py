@@ -77,7 +77,9 @@ def export(
     check_destination(out, root, force)
     result = plan_export(index, rules, resplit, group_by, labels_file, seed)
     result.out = out
-    result.summary["parameters"].update(mode=mode, out=str(out), force=force)
+    result.summary["parameters"].update(
+        mode=mode, out=str(out), force=force, source=str(root), index=str(index.db_path)
+    )
     if dry_run:
         return result
     files = result.plan.files
@@ -85,24 +87,7 @@ def export(
     write_tree(files, root, out, audit, mode=mode, force=force, progress=progress)
     result.written = True
     result.seconds = time.perf_counter() - started
-    _record_run(index, result)
     return result
-
-
-def _record_run(index: Any, result: ExportResult) -> None:
-    """Add the export to the index's ``runs`` table; an index that cannot be written (busy,
-    read-only) only costs a note, since DEST already holds the full audit trail."""
-    from dataaudit.store import db as store
-
-    s = result.summary
-    counts = {k: s[k] for k in ("files_before", "files_after", "dropped_by_rule",
-                                "relabelled_by_rule", "renamed", "leaking_groups_after")}  # fmt: skip
-    try:
-        with index.writer() as con:
-            run_id = store.start_run(con, "export", s["parameters"])
-            store.finish_run(con, run_id, "completed", counts)
-    except Exception as exc:  # DuckDB lock / IO errors have many types
-        result.notes.append(f"export not recorded in the index's runs table: {exc}")
 
 
 def plan_export(
@@ -275,8 +260,6 @@ def _summary(
     leak_before: int,
     groups: pl.DataFrame,
 ) -> dict[str, Any]:
-    from dataaudit.store.db import library_versions
-
     plan = result.plan
 
     def counts(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -311,13 +294,25 @@ def _summary(
             "seed": seed,
         },
         "notes": result.notes,
-        "versions": library_versions(),
+        "versions": _versions(),
     }
     if result.split_fractions is not None:
         summary["achieved_fractions"] = {
             r["split"]: round(r["achieved"], 4) for r in result.split_fractions.to_dicts()
         }
     return summary
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("dataaudit", "polars", "xxhash", "duckdb"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
 
 
 def _json(obj: Any) -> str:
