@@ -151,6 +151,8 @@ def test_dry_run_and_refusals(data, tmp_path, cli):
     assert not out.exists()
     out.mkdir()
     (out / "mine.txt").write_text("x")
+    rc, stdout, _ = cli("export", data, "--out", out, "--dry-run")
+    assert rc == 0 and "would stop here" in stdout and "not empty" in stdout
     rc, _, err = cli("export", data, "--out", out)
     assert rc == 2 and "not empty" in err and err.count("\n") == 1
     rc, _, err = cli("export", data, "--out", data / "clean")

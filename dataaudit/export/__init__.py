@@ -74,8 +74,16 @@ def export(
         raise DataAuditError(f"unknown mode {mode!r}", f"use {', '.join(MODES)}")
     root = _root_of(index)
     out = Path(out).expanduser().absolute()
-    check_destination(out, root, force)
+    problem = None
+    try:
+        check_destination(out, root, force)
+    except DataAuditError as exc:
+        if not dry_run:
+            raise
+        problem = f"the export itself would stop here: {exc}"
     result = plan_export(index, rules, resplit, group_by, labels_file, seed)
+    if problem:
+        result.notes.append(problem)
     result.out = out
     result.summary["parameters"].update(
         mode=mode, out=str(out), force=force, source=str(root), index=str(index.db_path)

@@ -5,8 +5,8 @@
 
 Files that must stay together (a duplicate group, a patient, a video) form one *unit*; a unit
 goes to exactly one split, so nothing leaks across sides. Units are placed largest first
-(ties in a seeded random order), each into the split whose per-label quota it fills best:
-the split with the largest remaining need, relative to its target, for the unit's labels.
+(ties in a seeded random order), each into the split that still lacks the most files of the
+unit's labels (ties: the split that lacks the most files overall).
 With mostly small units this lands within one file per class of the requested fractions;
 very large units can make exact fractions impossible, and the achieved ones are reported.
 """
@@ -93,15 +93,18 @@ def grouped_split(
     placed = shuffle[np.argsort(-sizes, kind="stable")]  # largest first, ties random
 
     assigned = np.empty(len(file_ids), dtype=np.int64)
+    total_quota = target * len(file_ids)
+    total_have = np.zeros_like(target)
     for ui in placed:
         rows = members[ui]
         counts = np.bincount(label_codes[rows], minlength=n_labels)
         used = np.nonzero(counts)[0]
-        need = (quota[:, used] - have[:, used]) / np.maximum(quota[:, used], 1e-9)
-        # the split whose quota for these labels is least filled, weighted by the unit's mix
-        score = (need * counts[used]).sum(axis=1) / counts[used].sum()
-        best = int(np.argmax(score + 1e-12 * target))  # ties: the larger target split
+        # the split that still lacks the most of these labels (in files), ties broken by the
+        # split that lacks the most overall, so per-class rounding does not pile up in one
+        need = ((quota[:, used] - have[:, used]) * counts[used]).sum(axis=1) / counts[used].sum()
+        best = int(np.argmax(need + 1e-6 * (total_quota - total_have)))
         have[best, used] += counts[used]
+        total_have[best] += len(rows)
         assigned[rows] = best
     return [names[i] for i in assigned]
 
@@ -124,6 +127,8 @@ def split_report(splits: Sequence[str], labels: Sequence[str | None], fractions:
         .len("files")
         .pivot("split", index="label", values="files")
         .fill_null(0)
-        .sort("label", nulls_last=True)
     )
+    per_class = per_class.select(
+        "label", *[pl.col(n) if n in per_class.columns else pl.lit(0).alias(n) for n in fractions]
+    ).sort("label", nulls_last=True)
     return achieved, per_class
