@@ -186,6 +186,11 @@ def test_resplit_grouped_by_labels_file_column(tmp_path, cli):
     assert m.height == 120
     assert m.group_by("patient").agg(pl.col("split").n_unique())["split"].max() == 1
     assert set(m["split"].to_list()) == {"train", "test"}
+    # without --labels, the labels file the scan used is read again
+    rc, _, err = cli("export", root, "--out", tmp_path / "o3", "--resplit", "train=0.5,test=0.5",
+                     "--group-by", "patient", "--seed", "3")  # fmt: skip
+    assert rc == 0, err
+    assert (tmp_path / "o3" / "manifest.csv").read_bytes() == (out / "manifest.csv").read_bytes()
     rc, _, err = cli("export", root, "--out", tmp_path / "o2", "--resplit", "train=0.5,test=0.5",
                      "--group-by", "ward", "--labels", labels)  # fmt: skip
     assert rc == 2 and "no such column" in err
@@ -252,3 +257,16 @@ def test_signs_planted_export_is_clean_when_scanned_again(tmp_path):
     assert groups.group_by("group_id").agg(pl.col("split").n_unique())["split"].max() == 1
     for split, want in {"train": 0.8, "val": 0.1, "test": 0.1}.items():
         assert abs(res.summary["achieved_fractions"][split] - want) <= 0.02
+    # the planted pairs themselves: every pair the scan linked lands on one side
+    truth = pl.read_csv(SIGNS.parent / "signs_planted_truth.csv").filter(
+        pl.col("issue").is_in(["exact_duplicate", "near_duplicate", "leakage"])
+    )
+    where = res.plan.files.select("path", "split").join(
+        idx.duplicate_groups().select("path", "group_id"), on="path", how="left"
+    )
+    pairs = truth.join(where, on="path").join(
+        where.rename({"path": "group", "split": "split_b", "group_id": "group_b"}), on="group"
+    )
+    linked = pairs.filter(pl.col("group_id") == pl.col("group_b"))
+    assert linked.height >= 120  # of 180 planted pairs; crops need embeddings to be linked
+    assert (linked["split"] == linked["split_b"]).all()
