@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataaudit.errors import DataAuditError
 from dataaudit.export.naming import assign_destinations, folder_name
@@ -241,3 +243,21 @@ def test_folder_names_are_safe():
     assert folder_name("..", "_") == "_.."
     assert folder_name(None, "_unlabelled") == "_unlabelled"
     assert len(folder_name("é" * 300, "_").encode()) <= 255
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 15)), min_size=1, max_size=80),
+    st.integers(0, 5),
+)
+def test_grouped_split_property_units_never_straddle(rows, seed):
+    """Any labels and any grouping: every file gets a requested split, units stay whole."""
+    ids = list(range(len(rows)))
+    labels = [f"l{lab}" for lab, _ in rows]
+    keys = pl.DataFrame({"file_id": ids, "key": [g for _, g in rows]})
+    units = units_from(ids, [keys])
+    splits = grouped_split(ids, labels, units, {"a": 0.6, "b": 0.3, "c": 0.1}, seed=seed)
+    assert set(splits) <= {"a", "b", "c"} and len(splits) == len(ids)
+    seen: dict[int, str] = {}
+    for fid, s in zip(ids, splits, strict=True):
+        assert seen.setdefault(units[fid], s) == s
