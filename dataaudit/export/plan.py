@@ -314,7 +314,12 @@ def _relabel(
     proposals = [by_reviewer]
     if rules.relabel_above is not None:
         known = set(files["label"].drop_nulls().unique().to_list())
-        sugg = suggested_labels(issues).filter(pl.col("score") >= rules.relabel_above)
+        sugg = suggested_labels(issues)
+        if sugg.height == 0:
+            notes.append(
+                "--relabel-above: the index has no label_error rows (they need embeddings)"
+            )
+        sugg = sugg.filter(pl.col("score") >= rules.relabel_above)
         unknown = sugg.filter(~pl.col("suggested").is_in(list(known)))
         if unknown.height:
             notes.append(
