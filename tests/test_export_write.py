@@ -122,3 +122,18 @@ def test_killed_write_leaves_no_destination_and_rerun_completes(tmp_path):
     write_tree(files, src, out, {})
     assert len(list((out / "train/cat").iterdir())) == 300
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_undecodable_file_name_is_found_from_its_stored_form(tmp_path):
+    """The scan stores b"bad\\xff.png" as the text ``bad\\xff.png``; export finds the file."""
+    src = tmp_path / "src"
+    (src / "train" / "cat").mkdir(parents=True)
+    raw = os.path.join(os.fsencode(src / "train" / "cat"), b"bad\xff.png")
+    with open(raw, "wb") as f:
+        f.write(b"pixels")
+    files = pl.DataFrame(
+        {"path": ["train/cat/bad\\xff.png"], "dest": ["train/cat/bad\\xff.png"],
+         "content_hash": [xxhash.xxh3_128_hexdigest(b"pixels")]}
+    )  # fmt: skip
+    write_tree(files, src, tmp_path / "out", {})
+    assert (tmp_path / "out" / "train/cat/bad\\xff.png").read_bytes() == b"pixels"
