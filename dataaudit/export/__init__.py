@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +111,14 @@ def plan_export(
     fractions = parse_fractions(resplit) if isinstance(resplit, str) else resplit
     if group_by and not fractions:
         raise DataAuditError("--group-by needs --resplit", "add e.g. --resplit train=0.8,test=0.2")
+    notes = []
+    if fractions and rules.leakage != "ignore":
+        # the old splits are discarded and every duplicate group lands on one side anyway
+        rules = replace(rules, leakage="ignore")
+        notes.append("leakage rule not needed with --resplit: each group stays on one side")
     images, issues, groups, decisions = _load(index, rules)
     plan = build_plan(images, issues, groups, decisions, rules)
-    result = ExportResult(Path(), plan, {}, notes=list(plan.notes))
+    result = ExportResult(Path(), plan, {}, notes=notes + plan.notes)
     leak_before = _leaking_groups(images, groups)
     if fractions:
         links = [groups.select("file_id", pl.col("group_id").alias("key"))]
