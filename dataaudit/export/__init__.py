@@ -332,7 +332,7 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def describe(result: ExportResult, examples: int = 3) -> list[str]:
+def describe(result: ExportResult, examples: int = 3, max_classes: int = 30) -> list[str]:
     """The plan as plain lines for a terminal: counts, changes per rule, split fractions."""
     s = result.summary
     lines = [f"files: {s['files_before']:,} in the index -> {s['files_after']:,} exported"]
@@ -358,8 +358,12 @@ def describe(result: ExportResult, examples: int = 3) -> list[str]:
         lines.append(f"re-split: {fr}")
         per_class = result.per_class
         lines.append("per class: " + "  ".join(per_class.columns))
-        for row in per_class.iter_rows():
+        for row in per_class.head(max_classes).iter_rows():
             lines.append("  " + "  ".join("" if v is None else str(v) for v in row))
+        if per_class.height > max_classes:
+            lines.append(
+                f"  ... {per_class.height - max_classes:,} more (counts_after in summary.json)"
+            )
     lines.extend(f"note: {n}" for n in result.notes)
     return lines
 
