@@ -149,6 +149,9 @@ def test_dry_run_and_refusals(data, tmp_path, cli):
     rc, stdout, _ = cli("export", data, "--out", out, "--dry-run")
     assert rc == 0 and "dry run" in stdout and "corrupt" in stdout
     assert not out.exists()
+    res = da.export(data, out, dry_run=True)  # a folder is opened like da.open_index
+    assert not res.written and res.summary["dropped_by_rule"]["corrupt"] == 1
+    assert not out.exists()
     out.mkdir()
     (out / "mine.txt").write_text("x")
     rc, stdout, _ = cli("export", data, "--out", out, "--dry-run")

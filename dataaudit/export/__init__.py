@@ -51,7 +51,7 @@ class ExportResult:
 
 
 def export(
-    index: Any,
+    index: Any,  # an Index, or a dataset folder / index file to open
     out: str | Path,
     rules: ExportRules | None = None,
     resplit: str | dict[str, float] | None = None,
@@ -70,6 +70,10 @@ def export(
     sides. Without it the original splits are kept.
     """
     started = time.perf_counter()
+    if isinstance(index, str | Path):
+        from dataaudit.api import open_index
+
+        index = open_index(index)
     if mode not in MODES:
         raise DataAuditError(f"unknown mode {mode!r}", f"use {', '.join(MODES)}")
     root = _root_of(index)
