@@ -264,7 +264,9 @@ def issues_cmd(
 @app.command("export")
 def export_cmd(
     path: PathArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (must not exist).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write (new or empty; see --force).")
+    ],
     db: DbOpt = None,
     drop: Annotated[
         str, typer.Option(help="Also drop these issue types, e.g. dark,blurry,outlier.")
