@@ -14,7 +14,8 @@ Part 2 (timing): builds or reuses ``bench/.data/jpegs_<n>`` with make_jpegs.py, 
 (untimed, no embeddings), reads every file once so all runs see a warm page cache, then runs,
 interleaved ``--repeats`` times, each as a subprocess timed end to end: ``cp -r`` (the
 baseline), ``dataaudit export --mode copy`` (copy + read-back verification + audit files),
-``--mode hardlink`` and ``--dry-run`` (planning only). Prints medians and ratios to ``cp -r``;
+``--mode hardlink`` and ``--dry-run`` (planning only), each after an untimed ``sync`` so no run
+pays for the previous one's write-back. Prints medians and ratios to ``cp -r``;
 raw numbers go to bench/results/export.json.
 """
 
@@ -150,6 +151,7 @@ def timing(work: Path, n: int, repeats: int) -> dict:
     for _ in range(repeats):
         for kind, cmd in kinds.items():
             out = work / "out"
+            os.sync()  # flush the previous run's dirty pages, so no run pays for another's
             times[kind].append(_run(cmd(out)))
             shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
