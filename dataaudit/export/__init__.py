@@ -112,7 +112,9 @@ def plan_export(
 ) -> ExportResult:
     """The plan alone (no DEST needed): what would be written, dropped and relabelled."""
     rules = rules or ExportRules()
-    fractions = parse_fractions(resplit) if isinstance(resplit, str) else resplit
+    if isinstance(resplit, dict):  # checked like the CLI's text form
+        resplit = ",".join(f"{name}={value}" for name, value in resplit.items())
+    fractions = parse_fractions(resplit) if resplit else None
     if group_by and not fractions:
         raise DataAuditError("--group-by needs --resplit", "add e.g. --resplit train=0.8,test=0.2")
     notes = []
