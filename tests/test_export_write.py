@@ -13,6 +13,7 @@ import xxhash
 from conftest import ODD_NAMES, REPO, _subprocess_env
 
 from dataaudit.errors import DataAuditError
+from dataaudit.export import write as write_mod
 from dataaudit.export.write import check_destination, file_hash, write_tree
 
 
@@ -80,7 +81,7 @@ def test_changed_source_fails_and_leaves_nothing(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
-def test_interrupted_write_leaves_no_destination(tmp_path):
+def test_interrupted_write_leaves_no_destination(tmp_path, monkeypatch):
     src = tmp_path / "src"
     files = _tree(src, [f"{i}.jpg" for i in range(300)])
     out = tmp_path / "out"
@@ -89,9 +90,13 @@ def test_interrupted_write_leaves_no_destination(tmp_path):
         if done >= 64:
             raise KeyboardInterrupt
 
+    placed = []
+    real_place = write_mod._place
+    monkeypatch.setattr(write_mod, "_place", lambda *a: placed.append(1) or real_place(*a))
     with pytest.raises(KeyboardInterrupt):
         write_tree(files, src, out, {}, progress=stop)
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    assert len(placed) < 300  # the queued copies were dropped, not finished
 
 
 KILLER = """

@@ -119,14 +119,16 @@ def _place_all(
     total = len(jobs)
     if progress:
         progress(0, total)
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # file I/O releases the GIL
-        for done, problem in enumerate(
-            pool.map(lambda j: _place(j, root, tmp, mode), jobs, chunksize=64), start=1
-        ):
+    pool = ThreadPoolExecutor(max(1, workers))  # file I/O releases the GIL
+    try:
+        results = pool.map(lambda j: _place(j, root, tmp, mode), jobs, chunksize=64)
+        for done, problem in enumerate(results, start=1):
             if problem:
                 bad.append(problem)
             if progress and (done % 64 == 0 or done == total):
                 progress(done, total)
+    finally:  # on Ctrl-C, drop the queued copies instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
     return bad
 
 
