@@ -44,7 +44,8 @@ def test_modes_write_verified_tree_and_leave_source_untouched(tmp_path, mode):
     files = _tree(src, ODD_NAMES)
     before = _checksums(src)
     out = tmp_path / "out"
-    write_tree(files, src, out, {"manifest.csv": b"x\n"}, mode=mode)
+    workers = 3 if mode == "hardlink" else 1  # the threaded path too
+    write_tree(files, src, out, {"manifest.csv": b"x\n"}, mode=mode, workers=workers)
     assert _checksums(src) == before
     for _rel, dest, h in files.iter_rows():
         p = out / dest
@@ -92,7 +93,9 @@ def test_interrupted_write_leaves_no_destination(tmp_path, monkeypatch):
 
     placed = []
     real_place = write_mod._place
-    monkeypatch.setattr(write_mod, "_place", lambda *a: placed.append(1) or real_place(*a))
+    monkeypatch.setattr(
+        write_mod, "_place", lambda *a, **k: placed.append(1) or real_place(*a, **k)
+    )
     with pytest.raises(KeyboardInterrupt):
         write_tree(files, src, out, {}, progress=stop)
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
