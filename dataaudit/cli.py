@@ -62,7 +62,12 @@ PathArg = Annotated[
 
 @app.command()
 def scan(
-    path: Annotated[Path, typer.Argument(help="Dataset folder.", show_default=False)],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="Dataset folder (or s3://, gs:// URL with --engine ray).", show_default=False
+        ),
+    ],
     db: Annotated[
         Path | None,
         typer.Option(
@@ -101,14 +106,45 @@ def scan(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (process pool) or ray (Ray Data: a cluster, or a local Ray for the run)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (--engine ray; default: local Ray).")
+    ] = None,
+    work_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Run folders of --engine ray (default: beside the index; on many "
+            "machines: storage all nodes read, e.g. s3://bucket/prefix)."
+        ),
+    ] = None,
 ) -> None:
     """Index PATH into a DuckDB file: one row per image with flags, statistics and hashes.
 
-    Re-running is incremental: only new and changed files are read.
+    Re-running is incremental: only new and changed files are read. PATH may be an object
+    store URL (s3://, gs://) with --engine ray.
     """
+    from functools import partial
+
     from dataaudit.scan.measure import MeasureConfig
     from dataaudit.scan.pipeline import ScanOptions
     from dataaudit.scan.pipeline import scan as run_scan
+
+    if engine not in ("local", "ray"):
+        raise DataAuditError(f"unknown engine {engine!r}", "use --engine local or --engine ray")
+    if engine == "ray":
+        from dataaudit.scan import ray_engine
+
+        run_scan = partial(ray_engine.scan, address=address, work_dir=work_dir)
+    elif address or work_dir or "://" in path:
+        raise DataAuditError(
+            "object-store URLs, --address and --work-dir need --engine ray",
+            'pip install "dataaudit[ray]" and add --engine ray',
+        )
 
     options = ScanOptions(
         workers=workers,
