@@ -120,9 +120,12 @@ def scan(
             on_start(summary.layout, todo)
         try:
             if todo:
+                planned_s = time.perf_counter() - started
                 owns_ray = _connect(address)
+                stages = {"list_and_plan": planned_s,
+                          "connect": time.perf_counter() - started - planned_s}  # fmt: skip
                 _run(con, source, work, disk_names, todo, run_id, options, measure_cfg,
-                     summary, progress)  # fmt: skip
+                     summary, progress, stages)  # fmt: skip
         except BaseException:
             summary.status = "interrupted"
             local._finish(con, summary, started)
@@ -195,6 +198,8 @@ def _connect(address: str | None) -> bool:
         if address:
             import dataaudit
 
+            _use_saved_token()
+
             # The cluster runs this exact dataaudit code; its nodes need the dependencies.
             pkg = str(Path(dataaudit.__file__).parent)
             ray.init(address=address, runtime_env={"py_modules": [pkg]}, **kwargs)
@@ -207,6 +212,19 @@ def _connect(address: str | None) -> bool:
             "check --address (ray status on the head node prints it), or leave it out",
         ) from exc
     return True
+
+
+def _use_saved_token() -> None:
+    """Send the cluster's auth token when this user has one (``~/.ray/auth_token`` or
+    ``RAY_AUTH_TOKEN``): Ray 2.5x clusters require it, but a driver joining by address
+    only sends it when ``RAY_AUTH_MODE=token`` is set. An explicit RAY_AUTH_MODE wins."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _arrow_schema(con: Any) -> pa.Schema:
@@ -233,10 +251,16 @@ def _run(
     measure_cfg: MeasureConfig,
     summary: ScanSummary,
     progress: Progress | None,
+    stages: dict[str, float],
 ) -> None:
-    """Measure the planned files on Ray and write them: shards, then index, then commit."""
+    """Measure the planned files on Ray and write them: shards, then index, then commit.
+
+    The commit record keeps each stage's seconds (bench/bench_ray.py reads them).
+    """
     import ray
     import ray.data
+
+    t0 = time.perf_counter()
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -252,6 +276,7 @@ def _run(
     todo_files = manifest.write_todo(
         con, folder, source, disk_names, manifest.shard_rows(todo, cpus)
     )
+    todo_s = time.perf_counter() - t0
     schema = _arrow_schema(con)
     embed = options.embed
     spec = embed.spec if embed else None
@@ -278,13 +303,17 @@ def _run(
     done = 0
     if progress:
         progress(0, todo)
+    t1 = time.perf_counter()
+    first_s = None
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        first_s = first_s if first_s is not None else time.perf_counter() - t1
         writer.add(batch)
         if writer.due():
             done = writer.flush()
             if progress:
                 progress(min(done, todo), todo)
     done = writer.flush()
+    stream_s = time.perf_counter() - t1
     if progress:
         progress(min(done, todo), todo)
     summary.measured = writer.images_written
@@ -295,7 +324,11 @@ def _run(
         folder,
         {"run_id": run_id, "index": summary.index_path, "root": summary.root,
          "todo": [Path(p).name for p in todo_files], "shards": writer.shards,
-         "files": writer.files_written, "cluster": {"CPU": cpus, "GPU": gpus}},
+         "files": writer.files_written, "cluster": {"CPU": cpus, "GPU": gpus},
+         "shard_bytes": writer.shard_bytes,
+         "stage_s": {**stages, "write_todo": todo_s,
+                     "first_result": first_s, "stream": stream_s,
+                     "write_shards": writer.shard_s, "write_index": writer.index_s}},
     )  # fmt: skip
 
 
@@ -315,6 +348,8 @@ class _ShardWriter:
         self.skipped_written = 0
         self.files_written = 0
         self.seen: set[int] = set()  # file_ids written in this run: a retried task's repeats
+        self.shard_s = self.index_s = 0.0
+        self.shard_bytes = 0
 
     def add(self, batch: pa.Table) -> None:
         if batch.num_rows:
@@ -334,8 +369,13 @@ class _ShardWriter:
         if "pixels" in table.column_names:  # embedder input not consumed (no embedding)
             table = table.drop_columns(["pixels"])
         name = f"part-{len(self.shards):05d}.parquet"
+        t0 = time.perf_counter()
         manifest.write_parquet(self.folder.loc.fs, self.folder.file(name), table)
+        self.shard_bytes += self.folder.loc.fs.get_file_info(self.folder.file(name)).size or 0
+        t1 = time.perf_counter()
         images, skipped = _write_index(self.con, self.run_id, table, self.options)
+        self.shard_s += t1 - t0
+        self.index_s += time.perf_counter() - t1
         new_ids = set(table.column("file_id").to_pylist()) - self.seen
         self.seen |= new_ids
         self.files_written += len(new_ids)
