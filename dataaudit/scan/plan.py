@@ -7,7 +7,7 @@ back out as :class:`~dataaudit.scan.task.Task` values from its own cursor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,24 +47,26 @@ class Plan:
 
 def stage_discovered(
     con: duckdb.DuckDBPyConnection,
-    root: Path,
+    root: Path | None,
     index_path: Path,
     labels: pl.DataFrame | None,
+    entries: Iterable[discover.FileEntry] | None = None,
 ) -> Discovery:
     """Stream the folder walk into ``_scan_seen`` with split and label resolved.
 
     Paths whose stored (escaped) form differs from their name on disk are remembered, so
-    tasks can carry the name that opens the file.
+    tasks can carry the name that opens the file. ``entries`` replaces the walk of ``root``
+    (the Ray engine passes an object-store listing; the index is not inside it).
     """
     con.execute(
         "CREATE OR REPLACE TABLE _scan_seen (file_id BIGINT, path VARCHAR, split VARCHAR, "
         "label VARCHAR, bytes BIGINT, mtime_ns BIGINT, has_image_ext BOOLEAN)"
     )
-    own_files = {_relative(p, root) for p in _index_files(index_path)}
+    own_files = {_relative(p, root) for p in _index_files(index_path)} if root else set()
     batch: list[tuple[Any, ...]] = []
     cols = ["file_id", "path", "split", "label", "bytes", "mtime_ns", "has_image_ext"]
     disk_names: dict[str, str] = {}
-    for entry in discover.walk(root):
+    for entry in discover.walk(root) if entries is None else entries:
         if entry.rel_path in own_files:
             continue
         path = storable(entry.rel_path)

@@ -23,7 +23,6 @@ what is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -37,7 +36,7 @@ import pyarrow as pa
 from dataaudit import discover
 from dataaudit.errors import DataAuditError
 from dataaudit.scan import manifest
-from dataaudit.scan import pipeline as local
+from dataaudit.scan import plan as planning
 from dataaudit.scan.decode import sniff_format
 from dataaudit.scan.measure import (
     MEASURED_COLUMNS,
@@ -46,7 +45,10 @@ from dataaudit.scan.measure import (
     empty_record,
     measure,
 )
-from dataaudit.scan.pipeline import ScanOptions, ScanSummary
+from dataaudit.scan.pipeline import ScanOptions, _check_root
+from dataaudit.scan.summary import ScanSummary, finish
+from dataaudit.scan.task import Task
+from dataaudit.scan.writer import write_batch
 from dataaudit.store import db
 
 Progress = Callable[[int, int], None]
@@ -97,25 +99,25 @@ def scan(
         index_path = Path(db_path).expanduser().resolve()
     work = manifest.locate(work_dir) if work_dir else manifest.locate(index_path.parent / "ray")
     labels = discover.load_labels(options.labels_file) if options.labels_file else None
-    measure_cfg = options.measure
-    if options.embed and not measure_cfg.embed_size:
-        measure_cfg = dataclasses.replace(measure_cfg, embed_size=options.embed.spec.input_size)
+    measure_cfg = options.measure_config()
     con = None
     owns_ray = False
     try:
         con = db.open_index(index_path)
-        local._check_root(con, root_name, index_path)
+        _check_root(con, root_name, index_path)
         params = {"root": root_name, "engine": "ray", "address": address, "work_dir": work.uri,
                   **options.to_dict()}  # fmt: skip
         params["workers"] = None  # Ray decides
         run_id = db.start_run(con, "scan", params)
-        summary = ScanSummary(root_name, str(index_path), "", run_id)
-        if source.is_local:
-            disk_names = local._stage_discovered(con, root, index_path, labels, summary)
-        else:
-            disk_names = _stage_listing(con, source, labels, summary)
-        local._invalidate_old_measurements(con)
-        todo = local._plan(con, summary, options.embed)
+        # An object-store listing replaces the folder walk; planning is the local engine's.
+        entries = None if source.is_local else manifest.walk(source)
+        found = planning.stage_discovered(con, root, index_path, labels, entries)
+        summary = ScanSummary(root_name, str(index_path), found.layout, run_id)
+        summary.files_seen = found.files_seen
+        planning.invalidate_old_measurements(con)
+        work_plan = planning.plan(con, found.files_seen, options.embed)
+        summary.apply_plan(work_plan)
+        todo = work_plan.todo
         if on_start:
             on_start(summary.layout, todo)
         try:
@@ -124,15 +126,15 @@ def scan(
                 owns_ray = _connect(address)
                 stages = {"list_and_plan": planned_s,
                           "connect": time.perf_counter() - started - planned_s}  # fmt: skip
-                _run(con, source, work, disk_names, todo, run_id, options, measure_cfg,
+                _run(con, source, work, found.disk_names, todo, run_id, options, measure_cfg,
                      summary, progress, stages)  # fmt: skip
         except BaseException:
             summary.status = "interrupted"
-            local._finish(con, summary, started)
+            finish(con, summary, started)
             raise
         if options.embed:
             options.embed.finish(con)
-        local._finish(con, summary, started)
+        finish(con, summary, started)
         return summary
     finally:
         if con is not None:
@@ -141,39 +143,6 @@ def scan(
             import ray
 
             ray.shutdown()
-
-
-def _stage_listing(
-    con: Any, source: manifest.Location, labels: Any, summary: ScanSummary
-) -> dict[str, str]:
-    """Stage an object-store listing into ``_scan_seen`` (local folders use the local
-    engine's staging, which this mirrors)."""
-    import polars as pl
-
-    con.execute(
-        "CREATE OR REPLACE TABLE _scan_seen (file_id BIGINT, path VARCHAR, split VARCHAR, "
-        "label VARCHAR, bytes BIGINT, mtime_ns BIGINT, has_image_ext BOOLEAN)"
-    )
-    cols = ["file_id", "path", "split", "label", "bytes", "mtime_ns", "has_image_ext"]
-    batch: list[tuple[Any, ...]] = []
-    for entry in manifest.walk(source):
-        split, label = discover.split_and_label(entry.rel_path)
-        batch.append((local.file_id(entry.rel_path), entry.rel_path, split, label, entry.size,
-                      entry.mtime_ns, entry.has_image_ext))  # fmt: skip
-        if len(batch) >= 50_000:
-            db.write_frame(con, "_scan_seen", pl.DataFrame(batch, schema=cols, orient="row"))
-            batch.clear()
-    db.write_frame(con, "_scan_seen", pl.DataFrame(batch, schema=cols, orient="row"))
-    if labels is not None:
-        con.register("_labels", labels.to_arrow())
-        con.execute(
-            "UPDATE _scan_seen SET label = l.label, split = coalesce(l.split, _scan_seen.split) "
-            "FROM _labels l WHERE l.path = _scan_seen.path"
-        )
-        con.unregister("_labels")
-    summary.files_seen = con.execute("SELECT count(*) FROM _scan_seen").fetchall()[0][0]
-    summary.layout = local._layout(con, labels is not None)
-    return {}
 
 
 def _connect(address: str | None) -> bool:
@@ -316,10 +285,7 @@ def _run(
     stream_s = time.perf_counter() - t1
     if progress:
         progress(min(done, todo), todo)
-    summary.measured = writer.images_written
-    summary.new = (
-        writer.images_written + writer.skipped_written - summary.changed - summary.embed_only
-    )
+    summary.apply_written(writer.images_written, writer.skipped_written)
     manifest.commit(
         folder,
         {"run_id": run_id, "index": summary.index_path, "root": summary.root,
@@ -373,7 +339,7 @@ class _ShardWriter:
         manifest.write_parquet(self.folder.loc.fs, self.folder.file(name), table)
         self.shard_bytes += self.folder.loc.fs.get_file_info(self.folder.file(name)).size or 0
         t1 = time.perf_counter()
-        images, skipped = _write_index(self.con, self.run_id, table, self.options)
+        images, skipped = _write_index(self.con, self.run_id, table)
         self.shard_s += t1 - t0
         self.index_s += time.perf_counter() - t1
         new_ids = set(table.column("file_id").to_pylist()) - self.seen
@@ -398,31 +364,30 @@ def _latest_per_file(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep))
 
 
-def _write_index(con: Any, run_id: int, table: pa.Table, options: ScanOptions) -> tuple[int, int]:
-    """Write one shard's rows into the index with the local engine's writer."""
-    writer = local._BatchWriter(con, run_id, options)
-    has_vectors = "vector" in table.column_names
+def _write_index(con: Any, run_id: int, table: pa.Table) -> tuple[int, int]:
+    """Write one shard's rows into the index with the writer both engines share."""
+    results: list[tuple[Task, Measurement | None]] = []
     vec_ids, vecs = [], []
+    has_vectors = "vector" in table.column_names
     for row in table.to_pylist():
-        task = (row["file_id"], row["path"], row["split"], row["label"], row["bytes"],
-                row["mtime_ns"], row["has_image_ext"], row["was_indexed"])  # fmt: skip
+        task = Task(row["file_id"], row["path"], row["split"], row["label"], row["bytes"],
+                    row["mtime_ns"], row["has_image_ext"], row["was_indexed"])  # fmt: skip
         if row["skipped"]:
-            writer.skipped.append(task)
+            results.append((task, None))
             continue
         rec = {c: row[c] for c in MEASURED_COLUMNS}
-        writer.rows.append((task, Measurement(rec, row["thumbnail"])))
+        results.append((task, Measurement(rec, row["thumbnail"])))
         if has_vectors and row["vector"] is not None:
             vec_ids.append(row["file_id"])
             vecs.append(row["vector"])
+    vectors = None
     if vec_ids:
         import polars as pl
 
-        writer.vectors.append(
-            pl.DataFrame({"file_id": vec_ids, "vector": vecs},
-                         schema={"file_id": pl.Int64, "vector": pl.List(pl.Float32)})
-        )  # fmt: skip
-    writer.flush()
-    return writer.images_written, writer.skipped_written
+        vectors = pl.DataFrame({"file_id": vec_ids, "vector": vecs},
+                               schema={"file_id": pl.Int64, "vector": pl.List(pl.Float32)})  # fmt: skip
+    counts = write_batch(con, run_id, results, vectors)
+    return counts.images, counts.skipped
 
 
 # ---------------------------------------------------------------- cluster side
