@@ -54,6 +54,7 @@ from dataaudit.store import db
 Progress = Callable[[int, int], None]
 
 MEASURE_BATCH = 32  # files per map_batches call
+MEASURE_MEMORY = 512 * 2**20  # bytes reserved per measure task
 EMBED_BATCH_CPU = 64
 EMBED_BATCH_GPU = 256
 
@@ -256,6 +257,9 @@ def _run(
         batch_format="pyarrow",
         fn_kwargs={"fs": source.fs, "config": measure_cfg, "embed_spec": spec, "schema": schema},
         num_cpus=1,
+        # Room for one decode near the bomb limit. Also keeps decoding in its own tasks: with
+        # the same resources Ray Data fuses it into the CPU embedding actors (one process).
+        memory=MEASURE_MEMORY,
     )
     if embed:
         device = "cuda" if gpus else embed.device
