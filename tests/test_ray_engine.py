@@ -55,6 +55,17 @@ class FakeObjectStore(DirFileSystem):
         super().__init__(path=root or os.environ["DATAAUDIT_FAKES3_ROOT"], fs=LocalFileSystem())
 
 
+class FlakyObjectStore(FakeObjectStore):
+    """The fake store, but reading ``poison.jpg`` fails the way a dropped connection does."""
+
+    protocol = "fakeflaky"
+
+    def open(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("poison.jpg"):
+            raise RuntimeError("connection reset by peer")
+        return super().open(path, *args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray for the module; its address lets subprocess drivers join it."""
@@ -63,6 +74,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     import fsspec
 
     fsspec.register_implementation("fakes3", FakeObjectStore, clobber=True)
+    fsspec.register_implementation("fakeflaky", FlakyObjectStore, clobber=True)
     # Workers unpickle FakeObjectStore by importing this module: give them tests/ too.
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), path]))
@@ -206,6 +218,19 @@ def test_object_store_path_matches_local_engine(ray_cluster, tmp_path: Path) -> 
         ray_engine.scan("fakes3://bucket/data", None, opts)
     with pytest.raises(DataAuditError, match="does not exist"):
         ray_engine.scan("fakes3://bucket/nothing", tmp_path / "x.duckdb", opts)
+
+
+def test_failed_job_is_one_line_error_and_resumes(ray_cluster, tmp_path: Path) -> None:
+    bucket = ray_cluster["fakes3"] / "flaky" / "data"
+    noise_folder(bucket, 40, size=32)
+    (bucket / "c0" / "poison.jpg").write_bytes((bucket / "c0" / "0000.jpg").read_bytes())
+    db = tmp_path / "index.duckdb"
+    opts = ScanOptions(workers=0, write_batch=8)
+    with pytest.raises(DataAuditError, match="the Ray job failed after .* connection reset"):
+        ray_engine.scan("fakeflaky://flaky/data", db, opts)
+    (bucket / "c0" / "poison.jpg").unlink()
+    summary = ray_engine.scan("fakeflaky://flaky/data", db, opts)
+    assert summary.images == 40 and one_row_per_file(db) == (40, 40)
 
 
 def _kill_first_worker(stop: threading.Event, killed: list[int]) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,9 +60,9 @@ EMBED_BATCH_CPU = 64
 EMBED_BATCH_GPU = 256
 
 # Arrow types of the measured columns, following the index's column types (schema.sql).
-_DUCK_TO_ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "INTEGER": pa.int64(), "FLOAT": pa.float64(),
+_DUCK_TO_ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "INTEGER": pa.int64(),
                   "TINYINT": pa.int64(), "BOOLEAN": pa.bool_(), "REAL": pa.float64(),
-                  "BLOB": pa.binary()}  # fmt: skip
+                  "FLOAT": pa.float64(), "BLOB": pa.binary()}  # fmt: skip
 
 
 def scan(
@@ -159,7 +160,8 @@ def _connect(address: str | None) -> bool:
             f"--engine ray needs Ray Data ({exc})", 'pip install "dataaudit[ray]"'
         ) from exc
     logging.getLogger("ray").setLevel(logging.WARNING)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its warnings are about itself
+    # Ray Data's warnings are about itself; its errors reach the user as one line from us.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
@@ -239,6 +241,7 @@ def _run(
     # merged the shards into one block (one task, no parallelism); the file-per-task reader
     # reads each shard as its own block.
     ctx.use_datasource_v2 = False
+    ctx.raise_original_map_exception = True  # so a failure names its real cause
     manifest.drop_uncommitted(work)
     folder = manifest.new_run_folder(work, run_id)
     resources = ray.cluster_resources()
@@ -278,18 +281,28 @@ def _run(
         progress(0, todo)
     t1 = time.perf_counter()
     first_s = None
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        first_s = first_s if first_s is not None else time.perf_counter() - t1
-        writer.add(batch)
-        if writer.due():
-            done = writer.flush()
-            if progress:
-                progress(min(done, todo), todo)
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            first_s = first_s if first_s is not None else time.perf_counter() - t1
+            writer.add(batch)
+            if writer.due():
+                done = writer.flush()
+                summary.apply_written(writer.images_written, writer.skipped_written)
+                if progress:
+                    progress(min(done, todo), todo)
+    except (ray.exceptions.RayError, ray.data.exceptions.UserCodeException) as exc:
+        writer.flush()  # keep every result that arrived
+        summary.apply_written(writer.images_written, writer.skipped_written)
+        raise DataAuditError(
+            f"the Ray job failed after {writer.files_written:,} of {todo:,} files: "
+            f"{_root_cause(exc)}",
+            "everything written so far is kept; run the same command again to resume",
+        ) from exc
     done = writer.flush()
     stream_s = time.perf_counter() - t1
+    summary.apply_written(writer.images_written, writer.skipped_written)
     if progress:
         progress(min(done, todo), todo)
-    summary.apply_written(writer.images_written, writer.skipped_written)
     manifest.commit(
         folder,
         {"run_id": run_id, "index": summary.index_path, "root": summary.root,
@@ -300,6 +313,19 @@ def _run(
                      "first_result": first_s, "stream": stream_s,
                      "write_shards": writer.shard_s, "write_index": writer.index_s}},
     )  # fmt: skip
+
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the exception a Ray task raised, under Ray's wrappers."""
+    seen = {id(exc)}
+    while True:
+        nxt = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        exc = nxt
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {next(iter(text.splitlines()), '')}"
 
 
 class _ShardWriter:
