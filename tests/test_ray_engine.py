@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -263,19 +265,33 @@ def test_killed_worker_is_retried(ray_cluster, tmp_path: Path) -> None:
     assert_same_index(local_db, ray_db)
 
 
-def test_killed_driver_resumes(ray_cluster, tmp_path: Path, start_cli, cli) -> None:
-    n = 900
+DRIVER = """
+import sys
+from dataaudit.scan import ray_engine
+from dataaudit.scan.pipeline import ScanOptions
+ray_engine.scan(sys.argv[1], sys.argv[2], ScanOptions(write_batch=50), address=sys.argv[3])
+"""
+
+
+def test_killed_driver_resumes(ray_cluster, tmp_path: Path, cli) -> None:
+    n = 600
     root = noise_folder(tmp_path / "data", n)
     db = tmp_path / "index.duckdb"
     runs = tmp_path / "ray" / "runs"
-    proc = start_cli("scan", root, "--db", db, "--engine", "ray",
-                     "--address", ray_cluster["address"], "--no-embed", "--no-detect")  # fmt: skip
+    # A driver process joins the module's Ray and writes a shard every 50 files, so it is
+    # surely mid-run when its second shard appears (its first batch is then in the index).
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), str(db), ray_cluster["address"]],
+                            env=env, cwd=REPO)  # fmt: skip
     deadline = time.monotonic() + 120
-    try:  # kill the driver once its first shard is written (and so its first batch indexed)
+    try:
         while not list(runs.glob("*/part-00001.parquet")):
             assert proc.poll() is None, "the scan ended before it could be interrupted"
             assert time.monotonic() < deadline
-            time.sleep(0.02)
+            time.sleep(0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
