@@ -319,8 +319,9 @@ def test_embeddings_in_actor_pool_match_local(ray_cluster, tmp_path: Path) -> No
 
     root = noise_folder(tmp_path / "data", 12, size=64)
     local_db, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
-    scan(root, local_db, "local", embed=EmbedStage(device="cpu"))
-    scan(root, ray_db, "ray", embed=EmbedStage(device="cpu"))
+    stage = EmbedStage(device="cpu")  # the driver's model loads once for both scans
+    scan(root, local_db, "local", embed=stage)
+    scan(root, ray_db, "ray", embed=stage)
     assert_same_index(local_db, ray_db)
     a, b = table_rows(local_db, "embeddings", []), table_rows(ray_db, "embeddings", [])
     assert a.keys() == b.keys() and len(a) == 12
