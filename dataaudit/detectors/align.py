@@ -61,11 +61,6 @@ class _Search:
         return float((corr[valid] / denom[valid]).max())
 
 
-def ncc_max(image: np.ndarray, template: np.ndarray) -> float:
-    """Best normalised cross-correlation of ``template`` over every position inside ``image``."""
-    return _Search(image).best(template)
-
-
 def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
     return c[th:, tw:] - c[:-th, tw:] - c[th:, :-tw] + c[:-th, :-tw]
 

@@ -74,13 +74,14 @@ class DetectContext:
 
 @dataclass(frozen=True)
 class Detector:
-    """A registered detector: its name, the issue types it emits, and its function."""
+    """A registered detector: its name, the issue types it emits, its function, and the
+    issue types of earlier detectors it reads (``ctx.flagged``), so the order is checked."""
 
     name: str
     issues: tuple[str, ...]
     run: Callable[[DetectContext], pl.DataFrame | list[Finding]]
     description: str
-    severity: str = "warning"  # default severity of its issue types
+    reads: tuple[str, ...] = ()
 
 
 def issue_rows(
@@ -108,24 +109,67 @@ def empty_issues() -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class Robust:
-    """Median and MAD-based spread of a column: the dataset's own notion of typical."""
+    """Median and MAD-based spread of a value: the dataset's own notion of typical.
+
+    The one robust z-score of the detectors. When more than half the values are equal the
+    MAD is 0: then the caller's floor ``min_sigma`` is the spread (in a dataset where every
+    image is 100x100 any other size is unusual), or, without a floor, the standard deviation.
+    """
 
     median: float
     sigma: float
 
     @classmethod
-    def of(cls, values: np.ndarray, min_sigma: float = 1e-9) -> Robust:
+    def of(cls, values: np.ndarray, min_sigma: float | None = None) -> Robust:
+        values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
+        floor = min_sigma if min_sigma is not None else 1e-9
         if values.size == 0:
-            return cls(float("nan"), min_sigma)
+            return cls(float("nan"), floor)
         med = float(np.median(values))
-        mad = float(np.median(np.abs(values - med)))
-        return cls(med, max(1.4826 * mad, min_sigma))
+        sigma = 1.4826 * float(np.median(np.abs(values - med)))
+        if sigma == 0 and min_sigma is None:
+            sigma = float(np.std(values)) or 1.0
+        return cls(med, max(sigma, floor))
 
     def z(self, expr: pl.Expr) -> pl.Expr:
         return (expr - self.median) / self.sigma
+
+    def z_array(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.median) / self.sigma
 
 
 def z_score(z: pl.Expr, threshold: float) -> pl.Expr:
     """Map a robust z-score to a severity: 0.5 at the threshold, 1.0 at twice it."""
     return (z.abs() / (2.0 * threshold)).clip(0.0, 1.0)
+
+
+def has_table(ctx: DetectContext, name: str) -> bool:
+    rows = ctx.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def dataset_findings(ctx: DetectContext) -> list[Finding]:
+    """Dataset-level findings detectors left for the ``dataset`` detector to report."""
+    return ctx.cache.setdefault("dataset_findings", [])
+
+
+def too_common(ctx: DetectContext, issue: str, flagged: int, total: int, what: str) -> bool:
+    """True (and one dataset-level finding recorded) when ``issue`` would flag more than
+    ``dataset.max_issue_share`` of the images: a property that common is the dataset's
+    nature, better said once than on every file. ``what`` describes the typical value."""
+    limit = ctx.config.dataset.max_issue_share
+    if total == 0 or flagged <= limit * total:
+        return False
+    dataset_findings(ctx).append(
+        Finding(
+            f"common_{issue}",
+            "info",
+            f"{flagged:,} of {total:,} images ({flagged / total:.0%}) would be '{issue}': "
+            f"{what}. Reported once for the dataset, not per file.",
+            {"issue": issue, "would_flag": flagged, "images": total, "max_share": limit},
+        )
+    )
+    return True

@@ -37,30 +37,38 @@ class DuplicateParams:
 
 
 @dataclass
+class DatasetParams:
+    max_issue_share: float = 0.05  # an "unusual" type flagging more is one dataset finding
+    min_typical_side: int = 32  # typical images smaller than this get a dataset finding
+
+
+@dataclass
 class QualityParams:
-    z: float = 4.0  # robust z-score (median / MAD) beyond which a value is unusual
+    z: float = 4.0  # robust z-score (median / MAD, log scale) beyond which a value is unusual
     dark_max_mean: float = 60.0  # never call an image brighter than this dark
-    dark_always_mean: float = 20.0  # always dark below this mean grey level
+    dark_always_mean: float = 5.0  # unusable: nearly all black (mean grey level below this)
     light_min_mean: float = 215.0  # never call an image darker than this light
-    light_always_mean: float = 245.0  # always light above this mean grey level
+    light_always_mean: float = 250.0  # unusable: nearly all white
     blurry_max_sharpness: float = 0.3  # never blurry above this fine/coarse detail ratio
-    blurry_always_sharpness: float = 0.15  # always blurry below this
-    low_info_max_contrast: float = 12.0  # grey std below this carries little information
-    low_info_max_entropy: float = 3.5  # or grey-histogram entropy (bits) below this
+    low_info_max_contrast: float = 12.0  # never low_information above this grey std
+    flat_contrast: float = 5.0  # unusable: grey std below this is a blank, flat image
     grayscale_max_share: float = 0.5  # flag grayscale only if fewer than this share are
 
 
 @dataclass
 class GeometryParams:
-    tiny_side: int = 32  # an image with a side below this is always odd_size
+    unusable_side: int = 6  # unusable: a side below this many pixels
     size_factor: float = 4.0  # area at least this many times off the median is odd_size
     aspect_factor: float = 2.0  # aspect ratio this many times off the median is odd
     z: float = 4.0  # and the robust z-score must exceed this
+    mode_share: float = 0.02  # ... and fewer than this share of images have a similar shape
 
 
 @dataclass
 class SemanticParams:
     outlier_z: float = 6.0  # robust z-score of the mean kNN distance that makes an outlier
+    cluster_z: float = 3.0  # within-label kNN distance z-score of a clustered outlier
+    cluster_min_size: int = 3  # fewer alike far-from-their-label images are not a cluster
     label_max_own_share: float = 0.05  # neighbours' vote share for the own label, at most
 
 
@@ -84,6 +92,7 @@ class DetectConfig:
     quality: QualityParams = field(default_factory=QualityParams)
     geometry: GeometryParams = field(default_factory=GeometryParams)
     semantic: SemanticParams = field(default_factory=SemanticParams)
+    dataset: DatasetParams = field(default_factory=DatasetParams)
     balance: BalanceParams = field(default_factory=BalanceParams)
     spurious: SpuriousParams = field(default_factory=SpuriousParams)
 

@@ -22,12 +22,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dataaudit.detectors.base import DetectContext, issue_rows
-from dataaudit.detectors.groups import connected_components
+from dataaudit.detectors.base import DetectContext, has_table, issue_rows
+from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame
 from dataaudit.detectors.hamming import hamming_pairs
-from dataaudit.detectors.semantic import has_table, semantic_duplicate_pairs
+from dataaudit.detectors.quality import is_flat
 
-PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "layer": pl.String, "distance": pl.Float64}
 EXACT_LAYERS = ("bytes", "pixels")
 
 
@@ -91,7 +90,7 @@ def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
     hashes = ok.select(pl.col("file_id").alias("id"), pl.col("phash").alias("h"))
     cand = hamming_pairs(ctx.con, hashes, p.phash_radius)
     if cand.height == 0:
-        return pl.DataFrame(schema=PAIR_SCHEMA)
+        return empty_pairs()
     d = ok.select("file_id", "dhash")
     cand = cand.join(d.rename({"file_id": "a", "dhash": "da"}), on="a").join(
         d.rename({"file_id": "b", "dhash": "db"}), on="b"
@@ -134,12 +133,28 @@ def _signature_correlation(ctx: DetectContext, a: np.ndarray, b: np.ndarray) -> 
 
 
 def _informative(ctx: DetectContext) -> pl.DataFrame:
-    """Decodable images with enough structure for a perceptual match to mean anything."""
-    q = ctx.config.quality
-    return ctx.decodable.filter(
-        (pl.col("contrast") >= q.low_info_max_contrast)
-        & (pl.col("entropy") >= q.low_info_max_entropy)
+    """Decodable images with enough structure for a perceptual match to mean anything
+    (a blank image's hash is noise: blank images would all "match")."""
+    return ctx.decodable.filter(~is_flat(ctx.config.quality))
+
+
+def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
+    """Pairs whose embeddings are at least ``embed_min_similarity`` alike (a < b); blank
+    images all embed alike, so a match between them says nothing."""
+    if not has_table(ctx, "knn"):
+        return empty_pairs()
+    rel = ctx.con.sql(
+        """
+        SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b,
+               'embedding' AS layer, 1.0 - max(similarity) AS distance
+        FROM knn WHERE scope = 'all' AND similarity >= ? AND file_id <> neighbor_id
+        GROUP BY ALL
+        """,
+        params=[ctx.config.duplicates.embed_min_similarity],
     )
+    pairs = rel.pl().cast(PAIR_SCHEMA)
+    ok = _informative(ctx).select("file_id")
+    return pairs.join(ok.rename({"file_id": "a"}), on="a").join(ok.rename({"file_id": "b"}), on="b")
 
 
 def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
@@ -149,7 +164,7 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
 
     p = ctx.config.duplicates
     if not has_table(ctx, "knn"):
-        return pl.DataFrame(schema=PAIR_SCHEMA)
+        return empty_pairs()
     cand = ctx.con.sql(
         """
         SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b
@@ -164,7 +179,7 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
         .join(found.select("a", "b"), on=["a", "b"], how="anti")
     )
     if cand.height == 0:
-        return pl.DataFrame(schema=PAIR_SCHEMA)
+        return empty_pairs()
     ids = np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()]))
     ctx.con.register("_align_ids", pl.DataFrame({"file_id": ids}).to_arrow())
     try:
@@ -192,9 +207,8 @@ def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
     if pairs.height == 0:
         return pl.DataFrame(schema={"file_id": pl.Int64, "group_id": pl.Int64,
                                     "is_representative": pl.Boolean})  # fmt: skip
-    comp = connected_components([], zip(pairs["a"].to_list(), pairs["b"].to_list(), strict=True))
-    members = pl.DataFrame({"file_id": list(comp.keys()), "component": list(comp.values())},
-                           schema={"file_id": pl.Int64, "component": pl.Int64})  # fmt: skip
+    members = group_frame(pairs).select(pl.col("id").alias("file_id"),
+                                        pl.col("group_id").alias("component"))  # fmt: skip
     ranked = (
         members.join(ctx.images.select("file_id", "path", "width", "height", "bytes"), on="file_id")
         .with_columns((pl.col("width").fill_null(0) * pl.col("height").fill_null(0)).alias("px"))
@@ -216,11 +230,10 @@ def _path_of(ctx: DetectContext) -> pl.DataFrame:
 
 def _exact_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
     exact = pairs.filter(pl.col("layer").is_in(EXACT_LAYERS))
-    comp = connected_components([], zip(exact["a"].to_list(), exact["b"].to_list(), strict=True))
-    if not comp:
+    if exact.height == 0:
         return issue_rows(members.head(0), "exact_duplicate", pl.lit(0.0), pl.lit(""))
-    frame = pl.DataFrame({"file_id": list(comp), "exact_component": list(comp.values())},
-                         schema={"file_id": pl.Int64, "exact_component": pl.Int64})  # fmt: skip
+    frame = group_frame(exact).select(pl.col("id").alias("file_id"),
+                                      pl.col("group_id").alias("exact_component"))  # fmt: skip
     frame = frame.join(members, on="file_id").join(_path_of(ctx), on="file_id")
     frame = frame.with_columns(
         pl.len().over("exact_component").alias("n"),

@@ -1,18 +1,43 @@
-"""Geometry: ``odd_size`` and ``odd_aspect_ratio`` against the dataset's typical shape.
+"""Geometry: ``odd_size`` and ``odd_aspect_ratio`` against the dataset's own shapes.
 
-* odd_size: a side below ``tiny_side``, or an area at least ``size_factor`` times larger or
-  smaller than the median area with a robust z-score (on log area) beyond ``z``.
-* odd_aspect_ratio: width/height at least ``aspect_factor`` times off the median aspect
-  ratio, with a robust log z-score beyond ``z``. A dataset of panoramas is its own normal.
+* odd_size: unusable (a side below ``unusable_side`` px), or unusual: an area at least
+  ``size_factor`` times larger or smaller than the median, with a robust z-score (log area)
+  beyond ``z``, *and rare*: fewer than ``mode_share`` of the images have an area within a
+  factor of 2 of it.
+* odd_aspect_ratio: width/height at least ``aspect_factor`` times off the median, robust
+  log z-score beyond ``z``, and rare: fewer than ``mode_share`` of the images have an aspect
+  ratio within 25% of it. A 5% share of landscape shots among portraits is a second mode of
+  the data, not an oddity; a dataset of panoramas is its own normal.
+
+A dataset whose typical image is smaller than ``dataset.min_typical_side`` gets one
+dataset-level finding instead of a flag on every file.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 
-from dataaudit.detectors.base import DetectContext, Robust, issue_rows, z_score
+from dataaudit.detectors.base import (
+    DetectContext,
+    Finding,
+    Robust,
+    dataset_findings,
+    empty_issues,
+    issue_rows,
+    too_common,
+    z_score,
+)
+
+
+def _share_within(values: np.ndarray, radius: float) -> np.ndarray:
+    """For each value, the share of all values within +-radius of it (sorted search)."""
+    s = np.sort(values)
+    lo = np.searchsorted(s, values - radius, side="left")
+    hi = np.searchsorted(s, values + radius, side="right")
+    return (hi - lo) / max(1, len(values))
 
 
 def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
@@ -24,36 +49,64 @@ def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
         (pl.col("width").cast(pl.Float64) / pl.col("height")).log().alias("log_aspect"),
     )
     if sized.height == 0:
-        return issue_rows(sized, "odd_size", pl.lit(0.0), pl.lit(""))
+        return empty_issues()
+    n = sized.height
+    sized = sized.with_columns(
+        pl.Series("area_share", _share_within(sized["log_area"].to_numpy(), math.log(2.0))),
+        pl.Series("aspect_share", _share_within(sized["log_aspect"].to_numpy(), math.log(1.25))),
+    )
     area = Robust.of(sized["log_area"].to_numpy(), min_sigma=0.1)
     aspect = Robust.of(sized["log_aspect"].to_numpy(), min_sigma=0.05)
     typical_w = math.sqrt(math.exp(area.median) * math.exp(aspect.median))
     typical_h = math.exp(area.median) / typical_w
-    ctx.stats["typical_size"] = f"{typical_w:.0f}x{typical_h:.0f}"
+    typical = f"{typical_w:.0f}x{typical_h:.0f}"
+    ctx.stats["typical_size"] = typical
+    if min(typical_w, typical_h) < ctx.config.dataset.min_typical_side:
+        dataset_findings(ctx).append(
+            Finding("small_images", "info",
+                    f"the typical image is {typical} px, below the {ctx.config.dataset.min_typical_side} px "
+                    "that ImageNet-style models usually expect: plan the input size (or upsampling) "
+                    "for this dataset", {"typical_size": typical})  # fmt: skip
+        )
+
     z_area, z_aspect = area.z(pl.col("log_area")), aspect.z(pl.col("log_aspect"))
-    far_area = (pl.col("log_area") - area.median).abs() >= math.log(g.size_factor)
-    tiny = pl.min_horizontal("width", "height") < g.tiny_side
-    odd_size = sized.filter(tiny | (far_area & (z_area.abs() >= g.z)))
+    unusable = pl.min_horizontal("width", "height") < g.unusable_side
+    odd_area = (
+        ((pl.col("log_area") - area.median).abs() >= math.log(g.size_factor))
+        & (z_area.abs() >= g.z)
+        & (pl.col("area_share") < g.mode_share)
+    )
+    if too_common(ctx, "odd_size", sized.filter(odd_area & ~unusable).height, n,
+                  f"sizes vary widely (typical {typical})"):  # fmt: skip
+        odd_area = pl.lit(False)
     factor = (pl.col("log_area") - area.median).exp()
     size_rows = issue_rows(
-        odd_size,
+        sized.filter(unusable | odd_area),
         "odd_size",
-        pl.max_horizontal(z_score(z_area, g.z), tiny.cast(pl.Float64)),
+        pl.max_horizontal(z_score(z_area, g.z), unusable.cast(pl.Float64)),
         pl.format(
-            "{}x{} px, {}x the typical area ({})",
-            pl.col("width"), pl.col("height"), factor.round(2), pl.lit(ctx.stats["typical_size"]),
+            "{}x{} px, {}x the typical area ({}); {}% of images have a similar size",
+            pl.col("width"), pl.col("height"), factor.round(2), pl.lit(typical),
+            (pl.col("area_share") * 100).round(1),
         ),
     )  # fmt: skip
-    far_aspect = (pl.col("log_aspect") - aspect.median).abs() >= math.log(g.aspect_factor)
-    odd_aspect = sized.filter(far_aspect & (z_aspect.abs() >= g.z))
+    odd_aspect = (
+        ((pl.col("log_aspect") - aspect.median).abs() >= math.log(g.aspect_factor))
+        & (z_aspect.abs() >= g.z)
+        & (pl.col("aspect_share") < g.mode_share)
+    )
+    typical_ratio = round(math.exp(aspect.median), 2)
+    if too_common(ctx, "odd_aspect_ratio", sized.filter(odd_aspect).height, n,
+                  f"aspect ratios vary widely (typical {typical_ratio})"):  # fmt: skip
+        odd_aspect = pl.lit(False)
     aspect_rows = issue_rows(
-        odd_aspect,
+        sized.filter(odd_aspect),
         "odd_aspect_ratio",
         z_score(z_aspect, g.z),
         pl.format(
-            "{}x{} px, aspect ratio {} (typical {})",
+            "{}x{} px, aspect ratio {} (typical {}); {}% of images have a similar ratio",
             pl.col("width"), pl.col("height"), pl.col("log_aspect").exp().round(2),
-            pl.lit(round(math.exp(aspect.median), 2)),
+            pl.lit(typical_ratio), (pl.col("aspect_share") * 100).round(1),
         ),
     )  # fmt: skip
     return pl.concat([size_rows, aspect_rows])

@@ -6,12 +6,12 @@ Issue names are used everywhere (index, CLI, CSV, app); keep them stable.
 from __future__ import annotations
 
 from dataaudit.detectors.balance import detect_balance, detect_spurious
-from dataaudit.detectors.base import Detector
+from dataaudit.detectors.base import DetectContext, Detector, Finding, dataset_findings
 from dataaudit.detectors.duplicates import detect_duplicates
 from dataaudit.detectors.geometry import detect_geometry
 from dataaudit.detectors.integrity import detect_integrity
 from dataaudit.detectors.quality import detect_quality
-from dataaudit.detectors.semantic import detect_label_errors, detect_outliers
+from dataaudit.detectors.semantic import EXPLAINING_ISSUES, detect_label_errors, detect_outliers
 
 # issue type -> (severity, one-line description)
 ISSUE_TYPES: dict[str, tuple[str, str]] = {
@@ -25,9 +25,9 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
     "blurry": ("warning", "lacks fine detail compared with the dataset"),
     "low_information": ("warning", "nearly flat: little contrast or entropy"),
     "grayscale": ("warning", "R = G = B in a colour dataset"),
-    "odd_size": ("warning", "tiny, or far from the dataset's typical size"),
-    "odd_aspect_ratio": ("warning", "aspect ratio far from the dataset's typical one"),
-    "outlier": ("warning", "far from every other image in embedding space"),
+    "odd_size": ("warning", "unusably small, or a size rare and far from the dataset's typical one"),
+    "odd_aspect_ratio": ("warning", "an aspect ratio rare and far from the dataset's typical one"),
+    "outlier": ("warning", "far from every other image, or one of a foreign cluster, in embedding space"),
     "label_error": ("warning", "its nearest neighbours carry another label"),
     "decompression_bomb": ("info", "too many pixels to decode safely"),
     "unsupported_format": ("info", "needs a codec Pillow lacks here"),
@@ -36,6 +36,13 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
     "animated": ("info", "more than one frame"),
     "trailing_data": ("info", "bytes after the JPEG end marker"),
 }
+
+
+def detect_dataset(ctx: DetectContext) -> list[Finding]:
+    """Dataset-level findings the other detectors recorded: types too common to flag per
+    file, the typical size being small, clusters of foreign images."""
+    return list(dataset_findings(ctx))
+
 
 DETECTORS: tuple[Detector, ...] = (
     Detector("integrity", ("corrupt", "wrong_extension", "decompression_bomb",
@@ -49,11 +56,17 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("geometry", ("odd_size", "odd_aspect_ratio"), detect_geometry,
              "size and aspect ratio against the dataset's typical shape"),
     Detector("outliers", ("outlier",), detect_outliers,
-             "distance to the nearest neighbours in embedding space, global and per label"),
+             "distance to the nearest neighbours in embedding space, global and per label; "
+             "clusters far from their labels", reads=EXPLAINING_ISSUES),
     Detector("label_errors", ("label_error",), detect_label_errors,
-             "similarity-weighted vote of the nearest neighbours' labels"),
+             "similarity-weighted vote of the nearest neighbours' labels",
+             reads=(*EXPLAINING_ISSUES, "outlier")),
     Detector("balance", (), detect_balance, "class counts per split, imbalance, label shift"),
     Detector("spurious", (), detect_spurious, "properties that alone predict a label"),
+    Detector("dataset", (), detect_dataset,
+             "dataset-level findings: common types, small images, foreign clusters",
+             reads=("dark", "light", "blurry", "low_information", "odd_size", "odd_aspect_ratio",
+                    "outlier")),
 )  # fmt: skip
 
 
@@ -67,6 +80,12 @@ def _check_registry() -> None:
     unknown = set(emitted) - set(ISSUE_TYPES)
     if unknown:
         raise RuntimeError(f"issue types without a description: {sorted(unknown)}")
+    earlier: set[str] = set()
+    for d in DETECTORS:
+        late = set(d.reads) - earlier
+        if late:
+            raise RuntimeError(f"detector {d.name} reads {sorted(late)} before they are detected")
+        earlier |= set(d.issues)
 
 
 _check_registry()

@@ -1,63 +1,52 @@
-"""Embedding-based detectors: semantic near duplicates, ``outlier`` and ``label_error``.
+"""Embedding-based detectors: ``outlier`` and ``label_error``.
 
 They read the ``knn`` table the embedding stage writes (image, neighbour, rank, cosine
 similarity; scope ``all`` or within the same ``label``), never the vectors, so they run in
 milliseconds and without torch.
 
-* Near duplicates: neighbours with cosine similarity >= ``embed_min_similarity`` are
-  linked (layer ``embedding``) into the same duplicate groups as the hash layers.
-* outlier: mean cosine distance to the k nearest neighbours, as a robust z-score against
-  the dataset (``all``) and against the image's own label (``label``); flagged when the
-  global z-score reaches ``outlier_z``. Every embedded image gets a ranked row.
+* outlier, single: mean cosine distance to the k nearest neighbours as a robust z-score
+  against the dataset; flagged when it reaches ``outlier_z``. Every embedded image gets a
+  ranked row.
+* outlier, clustered: a batch of foreign images (a scraper bug, a wrong folder merged) are
+  each other's nearest neighbours, so their global kNN distance looks normal. Spread across
+  the class folders, each of them is however far from its *own label's* images (within-label
+  kNN distance z >= ``cluster_z``), and its global neighbours are mostly such images too.
+  Connected groups of at least ``cluster_min_size`` of them, most of whose neighbours are in
+  the group, are reported per image (``group_id`` = the cluster) and once per cluster as a
+  dataset-level finding. A wrong label looks different: far from its label's images, but its
+  neighbours are ordinary images of another class.
 * label_error: a similarity-weighted vote of the k nearest neighbours; flagged when the
   vote names another label and gives the image's own label at most
   ``label_max_own_share`` of the weight. The suggested label and the agreement are in the
   details. Every labelled image gets a ranked row.
+
+Images already flagged for a reason that explains their distance (dark, blank, a strip...)
+are ranked but not flagged again. The explaining types come from detectors that run earlier
+(the registry checks the order), and a type too common to flag per file (see
+``base.too_common``) flags nothing, so it cannot blind these detectors.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from dataaudit.detectors.base import DetectContext, empty_issues, issue_rows
-from dataaudit.embed.analysis import knn_distance, label_disagreement, robust_zscore
+from dataaudit.detectors.base import (
+    DetectContext,
+    Finding,
+    Robust,
+    dataset_findings,
+    empty_issues,
+    has_table,
+    issue_rows,
+)
+from dataaudit.embed.analysis import knn_distance, label_disagreement
 
-# Issues that explain why an image sits far from the rest (checked before outliers run).
+# Issues that explain why an image sits far from the rest (outliers read them).
 EXPLAINING_ISSUES = ("corrupt", "dark", "light", "blurry", "low_information", "grayscale",
                      "odd_size", "odd_aspect_ratio")  # fmt: skip
-
-PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "layer": pl.String, "distance": pl.Float64}
-
-
-def has_table(ctx: DetectContext, name: str) -> bool:
-    rows = ctx.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchall()
-    return bool(rows[0][0])
-
-
-def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
-    """Pairs whose embeddings are at least ``embed_min_similarity`` alike (a < b)."""
-    if not has_table(ctx, "knn"):
-        return pl.DataFrame(schema=PAIR_SCHEMA)
-    rel = ctx.con.sql(
-        """
-        SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b,
-               'embedding' AS layer, 1.0 - max(similarity) AS distance
-        FROM knn WHERE scope = 'all' AND similarity >= ? AND file_id <> neighbor_id
-        GROUP BY ALL
-        """,
-        params=[ctx.config.duplicates.embed_min_similarity],
-    )
-    # Nearly flat images all embed alike: a match between them says nothing.
-    q = ctx.config.quality
-    flat = ctx.images.filter(
-        (pl.col("contrast") < q.low_info_max_contrast)
-        | (pl.col("entropy") < q.low_info_max_entropy)
-    )["file_id"]
-    pairs = rel.pl().cast(PAIR_SCHEMA)
-    return pairs.filter(~pl.col("a").is_in(flat.implode()) & ~pl.col("b").is_in(flat.implode()))
 
 
 def _knn_matrix(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,47 +82,91 @@ def _read_knn(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, n
 def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
     if not has_table(ctx, "knn"):
         return empty_issues()
-    threshold = ctx.config.semantic.outlier_z
-    ids, _, sim = _knn_matrix(ctx, "all")
+    p = ctx.config.semantic
+    ids, idx, sim = _knn_matrix(ctx, "all")
     if len(ids) < 3:
         return empty_issues()
-    z_all = robust_zscore(knn_distance(sim))
-    frame = pl.DataFrame({"file_id": ids, "z_all": z_all})
+    z_all = Robust.of(knn_distance(sim)).z_array(knn_distance(sim))
+    z_label = np.full(len(ids), np.nan)
     lab_ids, _, lab_sim = _knn_matrix(ctx, "label")
     if len(lab_ids):
-        frame = frame.join(
-            pl.DataFrame({"file_id": lab_ids, "z_label": robust_zscore(knn_distance(lab_sim))}),
-            on="file_id",
-            how="left",
-        )
-    else:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("z_label"))
-    frame = frame.with_columns(pl.col("z_all", "z_label").fill_nan(None))
-    # An image already flagged as dark, blurry, a strip, ... is far from the others for a
-    # reason we have named: rank it lower and do not flag it again.
+        d_label = knn_distance(lab_sim)
+        z_label[np.searchsorted(ids, lab_ids)] = Robust.of(d_label).z_array(d_label)
     explained = {fid: issue for issue in EXPLAINING_ISSUES for fid in ctx.flagged.get(issue, ())}
-    frame = frame.with_columns(
-        pl.col("file_id")
-        .replace_strict(explained, default=None, return_dtype=pl.String)
-        .alias("why")
-    )
+    why = np.array([explained.get(int(f)) for f in ids], dtype=object)
+    cluster = _clusters(ctx, ids, idx, z_label, why)
+    frame = pl.DataFrame(
+        {"file_id": ids, "z_all": z_all, "z_label": z_label, "why": why.tolist(),
+         "cluster": cluster.tolist()},
+        schema_overrides={"why": pl.String, "cluster": pl.Int64},
+    ).with_columns(pl.col("z_all", "z_label").fill_nan(None))
+    frame = frame.with_columns(pl.len().over("cluster").alias("cluster_size"))
+    in_cluster = pl.col("cluster").is_not_null()
+    single = (pl.col("z_all") >= p.outlier_z) & pl.col("why").is_null()
     # Ranked by the global z-score: a high within-label z with a normal global one is the
-    # signature of a wrong label (see label_error), not of an image that does not belong.
-    severity = (pl.col("z_all") / (2.0 * threshold)).fill_null(0.0)
+    # signature of a wrong label (see label_error), unless neighbours share it (a cluster).
+    severity = (pl.col("z_all") / (2.0 * p.outlier_z)).fill_null(0.0)
+    severity = pl.when(in_cluster).then(pl.max_horizontal(severity, pl.lit(0.6))).otherwise(severity)
     return issue_rows(
         frame,
         "outlier",
-        pl.when(pl.col("why").is_null()).then(severity).otherwise(0.5 * severity),
-        pl.format(
+        pl.when(pl.col("why").is_null() | in_cluster).then(severity).otherwise(0.5 * severity),
+        pl.when(in_cluster)
+        .then(pl.format(
+            "one of a cluster of {} images that look alike but unlike the rest of their labels "
+            "(z = {} within its label): a batch from another source?",
+            pl.col("cluster_size"), pl.col("z_label").round(1)))
+        .otherwise(pl.format(
             "far from its nearest neighbours: z = {} in the dataset, {} within its label{}",
             pl.col("z_all").round(1),
             pl.col("z_label").round(1).cast(pl.String).fill_null("n/a"),
             pl.when(pl.col("why").is_null())
             .then(pl.lit(""))
-            .otherwise(pl.lit(" (explained by: ") + pl.col("why") + pl.lit(")")),
-        ),
-        is_issue=((pl.col("z_all") >= threshold) & pl.col("why").is_null()).fill_null(False),
-    )
+            .otherwise(pl.lit(" (explained by: ") + pl.col("why") + pl.lit(")")))),
+        is_issue=(single | in_cluster).fill_null(False),
+        group_id=pl.col("cluster"),
+    )  # fmt: skip
+
+
+def _clusters(
+    ctx: DetectContext, ids: np.ndarray, idx: np.ndarray, z_label: np.ndarray, why: np.ndarray
+) -> np.ndarray:
+    """Cluster id (its smallest file id) of each image in a far-from-its-label cluster, else
+    None. Records one dataset-level finding per cluster."""
+    p = ctx.config.semantic
+    n = len(ids)
+    out = np.full(n, None, dtype=object)
+    cand = (np.nan_to_num(z_label, nan=-np.inf) >= p.cluster_z) & np.array([w is None for w in why])
+    if cand.sum() < p.cluster_min_size:
+        return out
+    valid = idx >= 0
+    nb_cand = np.where(valid, cand[np.where(valid, idx, 0)], False)
+    frac = nb_cand.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    rows, cols = np.nonzero(nb_cand & cand[:, None])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, idx[rows, cols])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    paths = dict(ctx.images.select("file_id", "path").iter_rows())
+    labels = dict(ctx.images.select("file_id", "label").iter_rows())
+    for c in np.unique(comp[cand]):
+        members = np.flatnonzero((comp == c) & cand)
+        if len(members) < p.cluster_min_size or frac[members].mean() < 0.5:
+            continue
+        cid = int(ids[members].min())
+        out[members] = cid
+        member_labels = sorted({str(labels.get(int(ids[m]))) for m in members})
+        examples = [paths.get(int(ids[m])) for m in members[:5]]
+        dataset_findings(ctx).append(
+            Finding(
+                "outlier_cluster",
+                "warning",
+                f"{len(members)} images that look alike but unlike the rest of their labels "
+                f"({', '.join(member_labels[:8])}{'...' if len(member_labels) > 8 else ''}): "
+                f"a batch from another source? e.g. {', '.join(map(str, examples))}",
+                {"cluster": cid, "size": len(members), "labels": member_labels,
+                 "examples": examples},  # fmt: skip
+            )
+        )
+    return out
 
 
 def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
