@@ -21,7 +21,6 @@ Results go to ``bench/results/domains_<label>.json`` and a markdown table to std
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -65,13 +64,18 @@ def extra_figures(truth: Path, manifest: Path, findings: Path) -> dict[str, Any]
                        if r["issue"] == "outlier" and "cluster=" not in r["note"]} if kind == "single" else set()  # fmt: skip
         if planted:
             found = planted & flagged.get("outlier", set())
-            out_kind[kind] = {"n": len(planted), "found": len(found), "recall": len(found) / len(planted)}
+            out_kind[kind] = {
+                "n": len(planted),
+                "found": len(found),
+                "recall": len(found) / len(planted),
+            }
     return {
         "files": len(files),
         "untouched": len(untouched),
         "outlier_by_kind": out_kind,
-        "false_alarm_rate": {t: len(flagged.get(t, set()) & untouched) / max(1, len(untouched))
-                             for t in TYPES},  # fmt: skip
+        "false_alarm_rate": {
+            t: len(flagged.get(t, set()) & untouched) / max(1, len(untouched)) for t in TYPES
+        },  # fmt: skip
         "flag_share": {t: len(flagged.get(t, set())) / max(1, len(files)) for t in TYPES},
     }
 
@@ -115,7 +119,9 @@ def table(name: str, res: dict[str, Any], hashonly: dict[str, Any] | None) -> st
         lines.append(f"| {t} | {f3(s['precision'])} | {f3(s['recall'])} | {f3(s['f1'])} | {f3(h.get('f1'))} "
                      f"| {res['false_alarm_rate'][t]:.1%} | {res['flag_share'][t]:.1%} | {cvs} |")  # fmt: skip
     for kind, o in res["outlier_by_kind"].items():
-        lines.append(f"| outlier ({kind}) | | {f3(o['recall'])} ({o['found']}/{o['n']}) | | | | | |")
+        lines.append(
+            f"| outlier ({kind}) | | {f3(o['recall'])} ({o['found']}/{o['n']}) | | | | | |"
+        )
     worst = max(res["flag_share"].items(), key=lambda kv: kv[1])
     fa = max(res["false_alarm_rate"].items(), key=lambda kv: kv[1])
     lines.append(f"\nlargest share flagged: {worst[0]} {worst[1]:.1%}; largest false-alarm rate: "
@@ -125,7 +131,9 @@ def table(name: str, res: dict[str, Any], hashonly: dict[str, Any] | None) -> st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bench", choices=BENCHES, action="append", help="only this bench (repeatable)")
+    ap.add_argument(
+        "--bench", choices=BENCHES, action="append", help="only this bench (repeatable)"
+    )
     ap.add_argument("--no-hash-only", action="store_true", help="skip the --no-embed run")
     ap.add_argument("--embed-only", action="store_true", help="skip nothing but the hash-only run")
     ap.add_argument("--cleanvision", action="store_true", help="run CleanVision beside ours")

@@ -62,7 +62,9 @@ QUALITY_ALSO_OK = ("outlier", "label_error")
 
 def shared_builder():
     """The shared signs builder, for its synthetic out-of-domain scene generators."""
-    spec = importlib.util.spec_from_file_location("build_signs_planted", SHARED_BENCH / "build_signs_planted.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_signs_planted", SHARED_BENCH / "build_signs_planted.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -71,7 +73,9 @@ def shared_builder():
 def encode(im: Image.Image, fmt: str, quality: int = 92) -> bytes:
     b = io.BytesIO()
     if fmt == "JPEG":
-        im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode).save(b, "JPEG", quality=quality)
+        im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode).save(
+            b, "JPEG", quality=quality
+        )
     else:
         im.save(b, "PNG", optimize=False)
     return b.getvalue()
@@ -140,7 +144,9 @@ class Bench:
         self.items[rel].planted = issue
         self.row(rel, issue, also_ok=(*also_ok, *QUALITY_ALSO_OK), **kv)
 
-    def copy_of(self, rel: str, data: bytes, issue: str, split: str | None = None, also_ok=(), **kv):
+    def copy_of(
+        self, rel: str, data: bytes, issue: str, split: str | None = None, also_ok=(), **kv
+    ):
         it = self.items[rel]
         new = self.add(split or it.split, it.cls, data, f"copy of {it.source}", pool=False)
         self.items[new].planted = issue
@@ -238,7 +244,11 @@ def plant_common(bench: Bench, k: int, small: bool, colour: bool, side: tuple[in
         else:
             im, note = near_copy(bench, bench.image(rel), small)
             data = encode(im, bench.fmt, int(rng.integers(75, 92)))
-            also = ("near_duplicate", "odd_size") if im.size != bench.image(rel).size else ("near_duplicate",)
+            also = (
+                ("near_duplicate", "odd_size")
+                if im.size != bench.image(rel).size
+                else ("near_duplicate",)
+            )
         bench.copy_of(rel, data, "leakage", split="test", also_ok=also,
                       **dict(kv.split("=") for kv in note.split(";")))  # fmt: skip
     for i, rel in enumerate(bench.take(k)):
@@ -267,7 +277,11 @@ def plant_common(bench: Bench, k: int, small: bool, colour: bool, side: tuple[in
                       also_ok=("low_information", "blurry"), factor=f"{f:.2f}")  # fmt: skip
     for rel in bench.take(k):
         im = bench.image(rel)
-        r = max(1.2, min(im.size) * rng.uniform(0.015, 0.03)) if not small else rng.uniform(1.3, 2.0)
+        r = (
+            max(1.2, min(im.size) * rng.uniform(0.015, 0.03))
+            if not small
+            else rng.uniform(1.3, 2.0)
+        )
         bench.replace(rel, im.filter(ImageFilter.GaussianBlur(r)), "blurry",
                       also_ok=("low_information",), radius=f"{r:.2f}")  # fmt: skip
     if colour:
@@ -311,7 +325,9 @@ def plant_common(bench: Bench, k: int, small: bool, colour: bool, side: tuple[in
             sw = max(2, round(h / ratio))
             x0 = int(rng.integers(0, max(1, w - sw)))
             out = im.crop((x0, 0, x0 + sw, h))
-        bench.replace(rel, out, "odd_aspect_ratio", also_ok=("odd_size",), size=f"{out.width}x{out.height}")
+        bench.replace(
+            rel, out, "odd_aspect_ratio", also_ok=("odd_size",), size=f"{out.width}x{out.height}"
+        )
 
 
 def plant_label_errors(bench: Bench, k: int) -> None:
@@ -348,7 +364,9 @@ def photo_crops(rng: np.random.Generator, n: int, size: tuple[int, int], mode: s
         ch = min(ph.height, round(cw * size[1] / size[0]))
         x0, y0 = int(rng.integers(0, ph.width - cw + 1)), int(rng.integers(0, ph.height - ch + 1))
         im = ph.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.Resampling.LANCZOS)
-        out.append((im.convert(mode), f"sklearn-sample:{['china', 'flower'][i % 2]}@{x0},{y0},{cw}"))
+        out.append(
+            (im.convert(mode), f"sklearn-sample:{['china', 'flower'][i % 2]}@{x0},{y0},{cw}")
+        )
     return out
 
 
@@ -371,7 +389,9 @@ def build_digits() -> Bench:
     d = load_digits()
     base = []
     for i, (a, y) in enumerate(zip(d.images, d.target, strict=True)):
-        im = Image.fromarray((a * (255 / 16)).astype(np.uint8), "L").resize((20, 20), Image.Resampling.BICUBIC)
+        im = Image.fromarray((a * (255 / 16)).astype(np.uint8), "L").resize(
+            (20, 20), Image.Resampling.BICUBIC
+        )
         im = im.filter(ImageFilter.GaussianBlur(0.6))
         canvas = Image.new("L", (28, 28), 0)
         canvas.paste(im, (4 + int(rng.integers(-1, 2)), 4 + int(rng.integers(-1, 2))))
@@ -411,7 +431,9 @@ def make_backdrops(rng: np.random.Generator) -> list[Image.Image]:
 SHAPES = ("shirt", "trousers", "dress", "skirt", "bag", "shoe", "hat", "scarf", "sock", "glove")
 
 
-def render_object(rng: np.random.Generator, cls: int, bg: Image.Image, landscape: bool) -> Image.Image:
+def render_object(
+    rng: np.random.Generator, cls: int, bg: Image.Image, landscape: bool
+) -> Image.Image:
     """One 'garment' of shape class cls on the backdrop; the object covers ~15-25% of the frame."""
     w, h = (400, 225) if landscape else (BACKDROP_W, BACKDROP_H)
     canvas = bg.crop((0, 0, w, h)).copy()
@@ -470,7 +492,9 @@ def build_backdrop() -> Bench:
     plant_common(bench, 20, small=False, colour=True, side=(BACKDROP_W, BACKDROP_H))
     plant_label_errors(bench, 20)
     plant_outliers(bench, strays(rng, 10, (BACKDROP_W, BACKDROP_H), "RGB"), "single")
-    hands = sorted(p for p in SIGNS_SOURCE.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    hands = sorted(
+        p for p in SIGNS_SOURCE.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
     picks = [hands[i] for i in sorted(rng.choice(len(hands), 25, replace=False))]
     batch = []
     for p in picks:

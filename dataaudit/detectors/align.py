@@ -39,16 +39,17 @@ class _Search:
         self.sum1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
         self.sum2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
 
-    def best(self, template: np.ndarray) -> float:
-        """Best normalised cross-correlation of ``template`` fully inside the image."""
+    def best(self, template: np.ndarray) -> tuple[float, int, int]:
+        """Best normalised cross-correlation of ``template`` fully inside the image, and the
+        (row, column) of the template's corner there."""
         ih, iw = self.image.shape
         th, tw = template.shape
         if th > ih or tw > iw or th < 4 or tw < 4:
-            return -1.0
+            return -1.0, 0, 0
         t = template - template.mean()
         t_norm = float(np.sqrt((t * t).sum()))
         if t_norm < 1e-6:
-            return -1.0
+            return -1.0, 0, 0
         spec = self.spectrum * sp_fft.rfft2(t[::-1, ::-1], self.shape)
         corr = sp_fft.irfft2(spec, self.shape)[th - 1 : ih, tw - 1 : iw]
         s1 = _window(self.sum1, th, tw)
@@ -57,8 +58,10 @@ class _Search:
         denom = np.sqrt(var) * t_norm
         valid = denom > 1e-6 * t_norm
         if not valid.any():
-            return -1.0
-        return float((corr[valid] / denom[valid]).max())
+            return -1.0, 0, 0
+        ncc = np.where(valid, corr / np.where(valid, denom, 1.0), -1.0)
+        y, x = np.unravel_index(int(ncc.argmax()), ncc.shape)
+        return float(ncc[y, x]), int(y), int(x)
 
 
 def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
@@ -67,28 +70,61 @@ def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
 
 def aligned_correlation(
     a: np.ndarray, b: np.ndarray, min_cover: float = 0.7, steps: int = 16, coarse: int = 24
-) -> float:
-    """Best correlation of one image placed, rescaled, inside the other.
+) -> tuple[float, float]:
+    """Best correlation of one image placed, rescaled, inside the other, and the worst
+    correlation of the tiles of that placement (see ``tile_correlation``).
 
     The smaller image is scaled so that it covers from ``min_cover`` to all of the larger
     one's extent (crops of up to 30% per dimension, with or without a resize), and slid
     across it. Coarse to fine: pairs that do not line up at ``coarse`` px (most distinct
     photos) are rejected there; the rest are measured at full size over ``steps`` scales.
-    Returns a value in [-1, 1]; copies score close to 1.
+    Returns values in [-1, 1]; copies score close to 1 on both.
     """
     if a.size < b.size:
         a, b = b, a
     # Of two images of (nearly) the same size either may be the zoomed-in crop: try both.
     orders = [(a, b), (b, a)] if b.size >= 0.9 * a.size else [(a, b)]
-    best = -1.0
+    best: tuple[float, float] = (-1.0, -1.0)
     for big, small in orders:
         if max(big.shape + small.shape) > coarse:
-            rough = _best_over_scales(_shrink(big, coarse), _shrink(small, coarse), min_cover, 8)
+            rough, _ = _best_over_scales(_shrink(big, coarse), _shrink(small, coarse), min_cover, 8)
             if rough < COARSE_REJECT:
-                best = max(best, rough)
+                best = max(best, (rough, -1.0))
                 continue
-        best = max(best, _best_over_scales(big, small, min_cover, steps))
+        corr, (tmpl, y, x) = _best_over_scales(big, small, min_cover, steps)
+        if tmpl is not None:
+            window = big[y : y + tmpl.shape[0], x : x + tmpl.shape[1]]
+            best = max(best, (corr, tile_correlation(window, tmpl)))
     return best
+
+
+def tile_correlation(a: np.ndarray, b: np.ndarray, grid: int = 3) -> float:
+    """The lowest correlation over a ``grid`` x ``grid`` split of two aligned images.
+
+    A copy matches in every part of the frame; two different objects on one backdrop match
+    everywhere but where the objects are, so the worst tile tells them apart where the
+    whole-image correlation (dominated by the shared backdrop) does not. Tiles with almost
+    no variation in both images (plain background) are skipped.
+    """
+    h, w = a.shape
+    ys = np.linspace(0, h, grid + 1).round().astype(int)
+    xs = np.linspace(0, w, grid + 1).round().astype(int)
+    worst = 1.0
+    for i in range(grid):
+        for j in range(grid):
+            ta = a[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].astype(np.float64)
+            tb = b[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].astype(np.float64)
+            if ta.size < 4:
+                continue
+            ta, tb = ta - ta.mean(), tb - tb.mean()
+            na, nb = float(np.sqrt((ta * ta).sum())), float(np.sqrt((tb * tb).sum()))
+            if max(na, nb) < 2.0 * np.sqrt(ta.size):  # std < 2 grey levels in both: plain
+                continue
+            if min(na, nb) < 1e-6:
+                worst = min(worst, 0.0)
+                continue
+            worst = min(worst, float((ta * tb).sum()) / (na * nb))
+    return worst
 
 
 COARSE_REJECT = 0.8  # coarse correlation below which a pair is not worth refining
@@ -100,13 +136,16 @@ def _shrink(x: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
-def _best_over_scales(a: np.ndarray, b: np.ndarray, min_cover: float, steps: int) -> float:
-    """Slide ``b``, rescaled to cover ``min_cover``..1 of ``a``, across ``a``."""
+def _best_over_scales(
+    a: np.ndarray, b: np.ndarray, min_cover: float, steps: int
+) -> tuple[float, tuple[np.ndarray | None, int, int]]:
+    """Slide ``b``, rescaled to cover ``min_cover``..1 of ``a``, across ``a``: the best
+    correlation and its placement (the rescaled ``b``, row, column)."""
     ah, aw = a.shape
     bh, bw = b.shape
     g_max = min(ah / bh, aw / bw)
     search = _Search(a)
-    best = -1.0
+    best, where = -1.0, (None, 0, 0)
     for g in np.geomspace(g_max, g_max * min_cover, steps):
         h, w = max(4, round(bh * g)), max(4, round(bw * g))
         if h > ah or w > aw:
@@ -117,5 +156,55 @@ def _best_over_scales(a: np.ndarray, b: np.ndarray, min_cover: float, steps: int
             tmpl = np.asarray(
                 Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32
             )
-        best = max(best, search.best(tmpl))
+        corr, y, x = search.best(tmpl)
+        if corr > best:
+            best, where = corr, (tmpl, y, x)
+    # A shifted copy of the same size: slide b's central part, unscaled, across a.
+    mh, mw = round(0.1 * bh), round(0.1 * bw)
+    if (bh, bw) == (ah, aw) and min(mh, mw) >= 1:
+        tmpl = b[mh : bh - mh, mw : bw - mw]
+        corr, y, x = search.best(tmpl)
+        if corr > best:
+            best, where = corr, (tmpl, y, x)
+    return best, where
+
+
+def residual_correlation(a: np.ndarray, b: np.ndarray, background: np.ndarray | None) -> float:
+    """Correlation of two thumbnails on what differs from their common background.
+
+    Two different objects on the same backdrop (or two different digits of one class)
+    correlate highly as whole images, because what they share dominates. Subtracting the
+    background, estimated as the median of the pair's nearest neighbours' thumbnails,
+    leaves the content: a copy's residual matches, another object's does not. ``b`` is
+    resized to ``a``'s shape and shifted by up to 6% of the side (shifted and re-cropped
+    copies). Returns a value in [-1, 1].
+    """
+    b = _resize(b, a.shape)
+    ra = a - background if background is not None else a
+    rb = b - background if background is not None else b
+    h, w = a.shape
+    s = max(1, round(0.06 * max(h, w)))
+    best = -1.0
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            pa = ra[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+            pb = rb[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+            pa, pb = pa - pa.mean(), pb - pb.mean()
+            denom = float(np.sqrt((pa * pa).sum() * (pb * pb).sum()))
+            if denom > 1e-6:
+                best = max(best, float((pa * pb).sum()) / denom)
     return best
+
+
+def background_of(thumbs: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray | None:
+    """Per-pixel median of thumbnails resized to ``shape``: the common background."""
+    if len(thumbs) < 3:
+        return None
+    return np.median(np.stack([_resize(t, shape) for t in thumbs]), axis=0)
+
+
+def _resize(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if x.shape == shape:
+        return x
+    im = Image.fromarray(x).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32)

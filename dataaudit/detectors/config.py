@@ -34,6 +34,10 @@ class DuplicateParams:
     embed_min_similarity: float = 0.97  # embedding cosine similarity that makes a near copy
     align_min_similarity: float = 0.8  # nearest neighbours this alike are checked for crops
     align_min_correlation: float = 0.95  # ... and linked if their aligned thumbnails match
+    min_residual_correlation: float = 0.93  # pHash pairs: content beyond the shared
+    # background (thumbnail minus the neighbours' median) must correlate this well; -1 = off
+    align_z: float = 4.0  # ... and be this rare among the nearest neighbours' correlations
+    min_tile_correlation: float = 0.6  # aligned pairs: every part of the frame must match
 
 
 @dataclass

@@ -50,10 +50,17 @@ def find_pairs(ctx: DetectContext) -> pl.DataFrame:
     if p.use_pixel_hash:
         layers.append(_same_value_pairs(img.filter(pl.col("pixel_hash").is_not_null()),
                                         "pixel_hash", "pixels"))  # fmt: skip
-    layers.append(_phash_pairs(ctx))
-    layers.append(semantic_duplicate_pairs(ctx))
-    found = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
-    layers.append(_aligned_pairs(ctx, found))
+    perceptual = pl.concat([_phash_pairs(ctx), semantic_duplicate_pairs(ctx)])
+    found = pl.concat(
+        [lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in [*layers, perceptual]]
+    )
+    aligned = _aligned_pairs(ctx, found)
+    # Where distinct neighbours are this alike (tiny digits, one backdrop), the hash and
+    # embedding matches must also line up as well as a copy does.
+    cut = ctx.stats.get("aligned_min_correlation", p.align_min_correlation)
+    if cut > p.align_min_correlation and perceptual.height:
+        perceptual = _aligned_check(ctx, perceptual, cut)
+    layers += [perceptual, aligned]
     pairs = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
     # Keep each pair once, under its strongest layer (the order above).
     order = {"bytes": 0, "pixels": 1, "phash": 2, "embedding": 3, "aligned": 4}
@@ -101,6 +108,7 @@ def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
     corr = _signature_correlation(ctx, cand["a"].to_numpy(), cand["b"].to_numpy())
     cand = cand.with_columns(pl.Series("dd", dh.astype(np.int64)), pl.Series("corr", corr))
     verified = cand.filter((pl.col("dd") <= p.dhash_radius) & (pl.col("corr") >= p.min_correlation))
+    verified = _content_check(ctx, verified)
     return verified.select("a", "b", pl.lit("phash").alias("layer"),
                            pl.col("distance").cast(pl.Float64))  # fmt: skip
 
@@ -160,7 +168,7 @@ def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
 def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     """Crops and resized copies: each image's nearest embedding neighbour, verified by
     aligning their thumbnails (:mod:`dataaudit.detectors.align`)."""
-    from dataaudit.detectors.align import aligned_correlation, small_gray
+    from dataaudit.detectors.align import aligned_correlation
 
     p = ctx.config.duplicates
     if not has_table(ctx, "knn"):
@@ -180,26 +188,109 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     )
     if cand.height == 0:
         return empty_pairs()
-    ids = np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()]))
-    ctx.con.register("_align_ids", pl.DataFrame({"file_id": ids}).to_arrow())
-    try:
-        thumbs = dict(
-            ctx.con.execute(
-                "SELECT file_id, jpeg FROM thumbnails JOIN _align_ids USING (file_id)"
-            ).fetchall()
-        )
-    finally:
-        ctx.con.unregister("_align_ids")
-    gray = {fid: small_gray(jpeg) for fid, jpeg in thumbs.items()}
-    corr = [
-        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else -1.0
+    gray = _thumbs(ctx, np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()])))
+    corr, tiles = zip(*[
+        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else (-1.0, -1.0)
         for a, b in cand.select("a", "b").iter_rows()
-    ]
-    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64))
+    ], strict=True)  # fmt: skip
+    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64),
+                             pl.Series("tile", tiles, dtype=pl.Float64))  # fmt: skip
     ctx.stats["aligned_candidates"] = cand.height
-    verified = cand.filter(pl.col("corr") >= p.align_min_correlation)
+    cut = _rare_correlation(np.asarray(corr, dtype=np.float64), p.align_min_correlation, p.align_z)
+    ctx.stats["aligned_min_correlation"] = cut
+    verified = cand.filter((pl.col("corr") >= cut) & (pl.col("tile") >= p.min_tile_correlation))
     return verified.select("a", "b", pl.lit("aligned").alias("layer"),
                            (1.0 - pl.col("corr")).alias("distance"))  # fmt: skip
+
+
+def _aligned_check(ctx: DetectContext, pairs: pl.DataFrame, cut: float) -> pl.DataFrame:
+    """Keep the pairs whose thumbnails, aligned, correlate at least ``cut``."""
+    from dataaudit.detectors.align import aligned_correlation
+
+    gray = _thumbs(ctx, np.unique(np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()])))
+    keep = []
+    for a, b in pairs.select("a", "b").iter_rows():
+        if a not in gray or b not in gray:
+            keep.append(True)  # no thumbnail to check: keep the layer's own verdict
+            continue
+        corr, tile = aligned_correlation(gray[a], gray[b])
+        keep.append(corr >= cut and tile >= ctx.config.duplicates.min_tile_correlation)
+    return pairs.filter(pl.Series(keep, dtype=pl.Boolean))
+
+
+def _rare_correlation(corr: np.ndarray, floor: float, z: float) -> float:
+    """The correlation a copy must reach in this dataset: at least ``floor``, and rare among
+    the nearest neighbours' correlations (robust z-score of log(1 - corr) below ``-z``).
+
+    Every image's nearest neighbour is a candidate, so the candidates show how alike
+    distinct images of this dataset are: look-alike digits or objects on one backdrop reach
+    0.95-0.98 whole-frame correlation, copies 0.99+. With few candidates the floor holds.
+    """
+    from dataaudit.detectors.base import Robust
+
+    if len(corr) < 30:
+        return floor
+    dist = np.log(np.clip(1.0 - corr, 1e-4, None))
+    r = Robust.of(dist, min_sigma=0.1)
+    return float(max(floor, 1.0 - np.exp(r.median - z * r.sigma)))
+
+
+def _thumbs(ctx: DetectContext, ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Stored thumbnails of ``ids`` as small grey arrays (see ``align.small_gray``)."""
+    from dataaudit.detectors.align import small_gray
+
+    ctx.con.register(
+        "_thumb_ids", pl.DataFrame({"file_id": ids}, schema={"file_id": pl.Int64}).to_arrow()
+    )
+    try:
+        rows = ctx.con.execute(
+            "SELECT file_id, jpeg FROM thumbnails JOIN _thumb_ids USING (file_id)"
+        ).fetchall()
+    finally:
+        ctx.con.unregister("_thumb_ids")
+    return {fid: small_gray(jpeg) for fid, jpeg in rows if jpeg}
+
+
+def _content_check(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
+    """Keep candidate pairs whose content, not only their shared background, matches.
+
+    The background of a pair is the median thumbnail of its nearest embedding neighbours
+    (without embeddings: of a fixed sample of the dataset); see ``align.residual_correlation``.
+    """
+    from dataaudit.detectors.align import background_of, residual_correlation
+
+    p = ctx.config.duplicates
+    if cand.height == 0 or p.min_residual_correlation <= -1:
+        return cand
+    a_ids, b_ids = cand["a"].to_numpy(), cand["b"].to_numpy()
+    neighbours: dict[int, list[int]] = {}
+    if has_table(ctx, "knn"):
+        ids = pl.DataFrame({"file_id": np.unique(np.concatenate([a_ids, b_ids]))})
+        ctx.con.register("_pair_ids", ids.to_arrow())
+        try:
+            rows = ctx.con.execute(
+                "SELECT file_id, list(neighbor_id ORDER BY rank) FROM knn JOIN _pair_ids "
+                "USING (file_id) WHERE scope = 'all' GROUP BY file_id"
+            ).fetchall()
+        finally:
+            ctx.con.unregister("_pair_ids")
+        neighbours = {f: list(nb) for f, nb in rows}
+    sample = ctx.decodable["file_id"].to_numpy()
+    sample = sample[:: max(1, len(sample) // 64)][:64]
+    needed = set(a_ids) | set(b_ids) | {x for nb in neighbours.values() for x in nb} | set(sample)
+    gray = _thumbs(ctx, np.array(sorted(needed), dtype=np.int64))
+    fallback = [gray[x] for x in sample if x in gray]
+    corr = []
+    for a, b in zip(a_ids.tolist(), b_ids.tolist(), strict=True):
+        if a not in gray or b not in gray:
+            corr.append(1.0)  # nothing to check against: keep the earlier layer's verdict
+            continue
+        others = [gray[x] for x in neighbours.get(a, []) + neighbours.get(b, [])
+                  if x not in (a, b) and x in gray] or fallback  # fmt: skip
+        corr.append(residual_correlation(gray[a], gray[b], background_of(others, gray[a].shape)))
+    ctx.stats.setdefault("content_checked_pairs", 0)
+    ctx.stats["content_checked_pairs"] += len(corr)
+    return cand.filter(pl.Series(corr) >= p.min_residual_correlation)
 
 
 def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:

@@ -63,10 +63,14 @@ def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
     ctx.stats["typical_size"] = typical
     if min(typical_w, typical_h) < ctx.config.dataset.min_typical_side:
         dataset_findings(ctx).append(
-            Finding("small_images", "info",
-                    f"the typical image is {typical} px, below the {ctx.config.dataset.min_typical_side} px "
-                    "that ImageNet-style models usually expect: plan the input size (or upsampling) "
-                    "for this dataset", {"typical_size": typical})  # fmt: skip
+            Finding(
+                "small_images",
+                "info",
+                f"the typical image is {typical} px, below the {ctx.config.dataset.min_typical_side} px "
+                "that ImageNet-style models usually expect: plan the input size (or upsampling) "
+                "for this dataset",
+                {"typical_size": typical},
+            )  # fmt: skip
         )
 
     z_area, z_aspect = area.z(pl.col("log_area")), aspect.z(pl.col("log_aspect"))

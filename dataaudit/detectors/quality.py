@@ -46,7 +46,10 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
     bright = Robust.of(ok["_lb"].to_numpy(), min_sigma=0.05)
     head = Robust.of(ok["_lh"].to_numpy(), min_sigma=0.05)
     contrast = Robust.of(ok["_lc"].to_numpy(), min_sigma=0.05)
-    ctx.stats["brightness"] = {"median": float(np.exp(bright.median) - 1), "log_sigma": bright.sigma}
+    ctx.stats["brightness"] = {
+        "median": float(np.exp(bright.median) - 1),
+        "log_sigma": bright.sigma,
+    }
     n = ok.height
     out = []
     median_grey = round(float(np.exp(bright.median) - 1), 1)
@@ -57,7 +60,9 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
         if too_common(ctx, name, n_adaptive, n, what):
             adaptive = pl.lit(False)
         rows = ok.filter(always | adaptive)
-        out.append(issue_rows(rows, name, pl.max_horizontal(score, always.cast(pl.Float64)), details))
+        out.append(
+            issue_rows(rows, name, pl.max_horizontal(score, always.cast(pl.Float64)), details)
+        )
 
     z_b, z_h, z_c = bright.z(pl.col("_lb")), head.z(pl.col("_lh")), contrast.z(pl.col("_lc"))
     grey_text = pl.format("mean grey {} (dataset median {})", mean.round(1), pl.lit(median_grey))
@@ -87,8 +92,11 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
             judged.filter(blurry),
             "blurry",
             pl.max_horizontal(_severity(z_s, q.z), pl.lit(0.5)),
-            pl.format("sharpness {} (dataset median {}; lower is blurrier)",
-                      pl.col("sharpness").round(3), pl.lit(typical_sharp)),
+            pl.format(
+                "sharpness {} (dataset median {}; lower is blurrier)",
+                pl.col("sharpness").round(3),
+                pl.lit(typical_sharp),
+            ),
         )  # fmt: skip
     )
 

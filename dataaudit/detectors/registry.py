@@ -25,9 +25,15 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
     "blurry": ("warning", "lacks fine detail compared with the dataset"),
     "low_information": ("warning", "nearly flat: little contrast or entropy"),
     "grayscale": ("warning", "R = G = B in a colour dataset"),
-    "odd_size": ("warning", "unusably small, or a size rare and far from the dataset's typical one"),
+    "odd_size": (
+        "warning",
+        "unusably small, or a size rare and far from the dataset's typical one",
+    ),
     "odd_aspect_ratio": ("warning", "an aspect ratio rare and far from the dataset's typical one"),
-    "outlier": ("warning", "far from every other image, or one of a foreign cluster, in embedding space"),
+    "outlier": (
+        "warning",
+        "far from every other image, or one of a foreign cluster, in embedding space",
+    ),
     "label_error": ("warning", "its nearest neighbours carry another label"),
     "decompression_bomb": ("info", "too many pixels to decode safely"),
     "unsupported_format": ("info", "needs a codec Pillow lacks here"),

@@ -96,8 +96,13 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
     why = np.array([explained.get(int(f)) for f in ids], dtype=object)
     cluster = _clusters(ctx, ids, idx, z_label, why)
     frame = pl.DataFrame(
-        {"file_id": ids, "z_all": z_all, "z_label": z_label, "why": why.tolist(),
-         "cluster": cluster.tolist()},
+        {
+            "file_id": ids,
+            "z_all": z_all,
+            "z_label": z_label,
+            "why": why.tolist(),
+            "cluster": cluster.tolist(),
+        },
         schema_overrides={"why": pl.String, "cluster": pl.Int64},
     ).with_columns(pl.col("z_all", "z_label").fill_nan(None))
     frame = frame.with_columns(pl.len().over("cluster").alias("cluster_size"))
@@ -106,7 +111,9 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
     # Ranked by the global z-score: a high within-label z with a normal global one is the
     # signature of a wrong label (see label_error), unless neighbours share it (a cluster).
     severity = (pl.col("z_all") / (2.0 * p.outlier_z)).fill_null(0.0)
-    severity = pl.when(in_cluster).then(pl.max_horizontal(severity, pl.lit(0.6))).otherwise(severity)
+    severity = (
+        pl.when(in_cluster).then(pl.max_horizontal(severity, pl.lit(0.6))).otherwise(severity)
+    )
     return issue_rows(
         frame,
         "outlier",
@@ -140,8 +147,13 @@ def _clusters(
     if cand.sum() < p.cluster_min_size:
         return out
     valid = idx >= 0
+    # Keep, twice over, the candidates most of whose neighbours are candidates too: a wrong
+    # label's neighbours are ordinary images of another class, a batch's are each other.
+    for _ in range(2):
+        nb_cand = np.where(valid, cand[np.where(valid, idx, 0)], False)
+        frac = nb_cand.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        cand = cand & (frac >= 0.5)
     nb_cand = np.where(valid, cand[np.where(valid, idx, 0)], False)
-    frac = nb_cand.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     rows, cols = np.nonzero(nb_cand & cand[:, None])
     graph = coo_matrix((np.ones(len(rows), np.int8), (rows, idx[rows, cols])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
@@ -149,7 +161,7 @@ def _clusters(
     labels = dict(ctx.images.select("file_id", "label").iter_rows())
     for c in np.unique(comp[cand]):
         members = np.flatnonzero((comp == c) & cand)
-        if len(members) < p.cluster_min_size or frac[members].mean() < 0.5:
+        if len(members) < p.cluster_min_size:
             continue
         cid = int(ids[members].min())
         out[members] = cid
@@ -162,8 +174,12 @@ def _clusters(
                 f"{len(members)} images that look alike but unlike the rest of their labels "
                 f"({', '.join(member_labels[:8])}{'...' if len(member_labels) > 8 else ''}): "
                 f"a batch from another source? e.g. {', '.join(map(str, examples))}",
-                {"cluster": cid, "size": len(members), "labels": member_labels,
-                 "examples": examples},  # fmt: skip
+                {
+                    "cluster": cid,
+                    "size": len(members),
+                    "labels": member_labels,
+                    "examples": examples,
+                },  # fmt: skip
             )
         )
     return out
