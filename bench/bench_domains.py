@@ -3,6 +3,7 @@
     python bench/build_benches.py                       # once: bench/.data/{digits,...}
     python bench/bench_domains.py                       # all benches, with and without embeddings
     python bench/bench_domains.py --bench digits --cleanvision --label after
+    python bench/bench_domains.py --keep /tmp/idx --reuse   # detectors changed: detect only
 
 For each bench: ``dataaudit scan --no-detect`` + ``dataaudit detect`` (default settings) with
 embeddings and again with ``--no-embed`` (the hash-only figures), ``dataaudit issues --format
@@ -80,10 +81,26 @@ def extra_figures(truth: Path, manifest: Path, findings: Path) -> dict[str, Any]
     }
 
 
-def run_bench(name: str, work: Path, no_embed: bool, cleanvision: bool) -> dict[str, Any]:
+def detect_again(data: Path, work: Path, tag: str) -> dict[str, Any]:
+    """Re-run only ``dataaudit detect`` on a kept index (the scan does not depend on the
+    detectors), and export its issues."""
+    db = work / f"{tag}.duckdb"
+    t_detect, _ = ba.run(["dataaudit", "detect", str(data), "--db", str(db)])
+    findings = work / f"{tag}_ours.csv"
+    ba.run(["dataaudit", "issues", str(data), "--db", str(db), "--format", "csv"], findings)
+    return {"db": str(db), "findings": str(findings), "detect_s": t_detect,
+            "pair_layers": ba.pair_layers(db)}  # fmt: skip
+
+
+def run_bench(
+    name: str, work: Path, no_embed: bool, cleanvision: bool, reuse: bool = False
+) -> dict[str, Any]:
     data, truth, manifest = bench_paths(name)
     tag = f"{name}{'_noembed' if no_embed else ''}"
-    run = ba.run_ours(data, work, tag, no_embed)
+    if reuse and (work / f"{tag}.duckdb").exists():
+        run = detect_again(data, work, tag)
+    else:
+        run = ba.run_ours(data, work, tag, no_embed)
     summary, _ = ba.score(truth, Path(run["findings"]), work / f"{tag}.json", [])
     res = {"scores": summary["issues"], "times": {k: v for k, v in run.items() if k.endswith("_s")},
            "pair_layers": run["pair_layers"], **extra_figures(truth, manifest, Path(run["findings"])),
@@ -135,18 +152,22 @@ def main() -> None:
         "--bench", choices=BENCHES, action="append", help="only this bench (repeatable)"
     )
     ap.add_argument("--no-hash-only", action="store_true", help="skip the --no-embed run")
-    ap.add_argument("--embed-only", action="store_true", help="skip nothing but the hash-only run")
     ap.add_argument("--cleanvision", action="store_true", help="run CleanVision beside ours")
     ap.add_argument("--label", default="now", help="name of the results file")
     ap.add_argument("--keep", type=Path, help="keep indexes and CSVs in this folder")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: re-run only detect on indexes kept there by an earlier run",
+    )
     a = ap.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="dataaudit-domains-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for name in a.bench or BENCHES:
         print(f"== {name}", flush=True)
-        res = run_bench(name, work, False, a.cleanvision)
-        hashonly = None if a.no_hash_only else run_bench(name, work, True, False)
+        res = run_bench(name, work, False, a.cleanvision, a.reuse)
+        hashonly = None if a.no_hash_only else run_bench(name, work, True, False, a.reuse)
         results[name] = {"embed": res, "hash_only": hashonly}
         print(table(name, res, hashonly), flush=True)
     out = HERE / "results" / f"domains_{a.label}.json"

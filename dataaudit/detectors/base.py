@@ -161,7 +161,7 @@ def too_common(ctx: DetectContext, issue: str, flagged: int, total: int, what: s
     ``dataset.max_issue_share`` of the images: a property that common is the dataset's
     nature, better said once than on every file. ``what`` describes the typical value."""
     limit = ctx.config.dataset.max_issue_share
-    if total == 0 or flagged <= limit * total:
+    if total == 0 or flagged <= limit * total or flagged < ctx.config.dataset.min_common_count:
         return False
     dataset_findings(ctx).append(
         Finding(

@@ -43,6 +43,7 @@ class DuplicateParams:
 @dataclass
 class DatasetParams:
     max_issue_share: float = 0.05  # an "unusual" type flagging more is one dataset finding
+    min_common_count: int = 10  # ... if that is at least this many images
     min_typical_side: int = 32  # typical images smaller than this get a dataset finding
 
 
@@ -66,6 +67,7 @@ class GeometryParams:
     aspect_factor: float = 2.0  # aspect ratio this many times off the median is odd
     z: float = 4.0  # and the robust z-score must exceed this
     mode_share: float = 0.02  # ... and fewer than this share of images have a similar shape
+    mode_min_count: int = 5  # ... or than this many (small datasets)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 * odd_size: unusable (a side below ``unusable_side`` px), or unusual: an area at least
   ``size_factor`` times larger or smaller than the median, with a robust z-score (log area)
-  beyond ``z``, *and rare*: fewer than ``mode_share`` of the images have an area within a
-  factor of 2 of it.
+  beyond ``z``, *and rare*: fewer than ``mode_share`` of the images (and fewer than
+  ``mode_min_count``) have an area within a factor of 2 of it.
 * odd_aspect_ratio: width/height at least ``aspect_factor`` times off the median, robust
   log z-score beyond ``z``, and rare: fewer than ``mode_share`` of the images have an aspect
   ratio within 25% of it. A 5% share of landscape shots among portraits is a second mode of
@@ -51,6 +51,8 @@ def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
     if sized.height == 0:
         return empty_issues()
     n = sized.height
+    # a mode is at least mode_share of the images, and never fewer than mode_min_count
+    rare = max(g.mode_share, g.mode_min_count / n)
     sized = sized.with_columns(
         pl.Series("area_share", _share_within(sized["log_area"].to_numpy(), math.log(2.0))),
         pl.Series("aspect_share", _share_within(sized["log_aspect"].to_numpy(), math.log(1.25))),
@@ -78,7 +80,7 @@ def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
     odd_area = (
         ((pl.col("log_area") - area.median).abs() >= math.log(g.size_factor))
         & (z_area.abs() >= g.z)
-        & (pl.col("area_share") < g.mode_share)
+        & (pl.col("area_share") < rare)
     )
     if too_common(ctx, "odd_size", sized.filter(odd_area & ~unusable).height, n,
                   f"sizes vary widely (typical {typical})"):  # fmt: skip
@@ -97,7 +99,7 @@ def detect_geometry(ctx: DetectContext) -> pl.DataFrame:
     odd_aspect = (
         ((pl.col("log_aspect") - aspect.median).abs() >= math.log(g.aspect_factor))
         & (z_aspect.abs() >= g.z)
-        & (pl.col("aspect_share") < g.mode_share)
+        & (pl.col("aspect_share") < rare)
     )
     typical_ratio = round(math.exp(aspect.median), 2)
     if too_common(ctx, "odd_aspect_ratio", sized.filter(odd_aspect).height, n,

@@ -3,11 +3,14 @@
 Two kinds of finding, kept apart on purpose:
 
 * *unusable by any standard*: nearly all black (mean grey < ``dark_always_mean``), nearly all
-  white (> ``light_always_mean``) or blank (grey std < ``flat_contrast``). These absolute
+  white (> ``light_always_mean``), both with a grey std below ``low_info_max_contrast`` (a
+  thin stroke on black is not "all black"), or blank (grey std < ``flat_contrast``). These absolute
   limits sit far enough out that no whole domain (digits on black, X-rays, night photos,
   sketches) crosses them.
 * *unusual for this dataset*: a robust z-score (median / MAD) on a log scale beyond ``z``:
-  log mean grey for ``dark``, log headroom (255 - mean) for ``light``, log grey std for
+  log mean grey for ``dark``, log headroom (255 - mean) for ``light`` (both also need a
+  grey std half as unusual and an ordinary std per unit of headroom: exposure scales both,
+  little ink on black lowers the mean only), log grey std for
   ``low_information``, log fine/coarse detail ratio for ``blurry``. The log makes "5x darker
   than usual" mean the same in a dataset of bright studio shots and one of digits on black.
   Caps keep a dark dataset from making an ordinary image odd: dark only below
@@ -66,9 +69,20 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
 
     z_b, z_h, z_c = bright.z(pl.col("_lb")), head.z(pl.col("_lh")), contrast.z(pl.col("_lc"))
     grey_text = pl.format("mean grey {} (dataset median {})", mean.round(1), pl.lit(median_grey))
-    unusual("dark", mean < q.dark_always_mean, (mean <= q.dark_max_mean) & (z_b <= -q.z),
+    # Under- or over-exposure scales the contrast down with the headroom, so contrast per
+    # unit of headroom stays as usual; little ink on black (a thin digit) is darker on
+    # average too, but its contrast per unit of mean is far above the usual.
+    washed = z_c <= -q.z / 2
+    cv_dark = Robust.of((ok["_lc"] - ok["_lb"]).to_numpy(), min_sigma=0.05)
+    cv_light = Robust.of((ok["_lc"] - ok["_lh"]).to_numpy(), min_sigma=0.05)
+    scaled_dark = cv_dark.z(pl.col("_lc") - pl.col("_lb")) < q.z / 2
+    scaled_light = cv_light.z(pl.col("_lc") - pl.col("_lh")) < q.z / 2
+    plain = pl.col("contrast") < q.low_info_max_contrast
+    unusual("dark", (mean < q.dark_always_mean) & plain,
+            (mean <= q.dark_max_mean) & (z_b <= -q.z) & washed & scaled_dark,
             _severity(z_b, q.z), grey_text, f"the typical mean grey level is {median_grey}")  # fmt: skip
-    unusual("light", mean > q.light_always_mean, (mean >= q.light_min_mean) & (z_h <= -q.z),
+    unusual("light", (mean > q.light_always_mean) & plain,
+            (mean >= q.light_min_mean) & (z_h <= -q.z) & washed & scaled_light,
             _severity(z_h, q.z), grey_text, f"the typical mean grey level is {median_grey}")  # fmt: skip
     typical_std = round(float(np.exp(contrast.median) - 1), 1)
     unusual("low_information", is_flat(q),

@@ -1,0 +1,169 @@
+"""Detectors on datasets unlike hand photos: tiny grayscale digits, objects on one backdrop,
+and a batch of foreign images (issue 13). Each test plants the failure class it guards."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image, ImageDraw
+
+from dataaudit.detectors.base import DetectContext, dataset_findings
+from dataaudit.detectors.config import DetectConfig, load_config
+from dataaudit.detectors.runner import run_detectors
+from dataaudit.detectors.semantic import detect_outliers
+from dataaudit.scan.pipeline import ScanOptions, scan
+from dataaudit.store.db import open_index
+
+
+def audit(root: Path, *overrides: str) -> tuple[pl.DataFrame, list[str]]:
+    """Scan (no embeddings) and detect; flagged rows with paths, and the finding names."""
+    db = root.parent / f"{root.name}.duckdb"
+    scan(root, db, ScanOptions(workers=0))
+    con = open_index(db)
+    try:
+        cfg, _ = load_config(overrides=list(overrides))
+        result = run_detectors(con, cfg)
+        rows = con.sql(
+            "SELECT i.path, s.issue FROM issues s JOIN images i USING (file_id) "
+            "WHERE s.is_issue ORDER BY ALL"
+        ).pl()
+        return rows, [f.finding for f in result.findings]
+    finally:
+        con.close()
+
+
+def flagged(rows: pl.DataFrame, issue: str) -> set[str]:
+    return set(rows.filter(pl.col("issue") == issue)["path"].to_list())
+
+
+def digit(rng: np.random.Generator) -> Image.Image:
+    """A 28x28 light-on-black scribble: a few thick strokes, like a handwritten digit."""
+    im = Image.new("L", (112, 112), 0)
+    d = ImageDraw.Draw(im)
+    pts = [tuple(int(v) for v in rng.integers(24, 88, 2)) for _ in range(int(rng.integers(3, 6)))]
+    d.line(pts, fill=int(rng.integers(180, 256)), width=int(rng.integers(8, 16)), joint="curve")
+    if rng.random() < 0.5:
+        x, y = (int(v) for v in rng.integers(30, 60, 2))
+        d.ellipse((x, y, x + 30, y + 36), outline=230, width=10)
+    return im.resize((28, 28), Image.Resampling.LANCZOS)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits") / "data"
+    rng = np.random.default_rng(13)
+    for i in range(120):
+        folder = root / ("train" if i % 5 else "test") / str(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        digit(rng).save(folder / f"{i}.png")
+    return root
+
+
+def test_tiny_grayscale_digits_are_not_odd_dark_or_flat(digits: Path) -> None:
+    Image.new("L", (28, 28), 0).save(digits / "train/0/black.png")  # unusable by any standard
+    rows, findings = audit(digits)
+    assert flagged(rows, "odd_size") == set()
+    assert flagged(rows, "low_information") == {"train/0/black.png"}
+    assert flagged(rows, "dark") == {"train/0/black.png"}
+    assert flagged(rows, "grayscale") == set()
+    # the size is said once, for the dataset
+    assert "small_images" in findings
+
+
+def test_a_type_too_common_to_flag_per_file_becomes_one_finding(digits: Path) -> None:
+    # blurry at z = 0.5 would flag a quarter of the digits: said once, flags none
+    rows, findings = audit(digits, "quality.z=0.5")
+    assert flagged(rows, "blurry") == set() and "common_blurry" in findings
+    rows, findings = audit(digits, "quality.z=0.5", "dataset.max_issue_share=1.0")
+    assert len(flagged(rows, "blurry")) > 12 and "common_blurry" not in findings
+
+
+def backdrop(size: tuple[int, int] = (96, 128)) -> Image.Image:
+    """One fixed patterned backdrop (a striped bedspread) that fills most of every frame."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.stack([170 + 40 * np.sin(xx / 3.0) * np.sin(yy / 5.0), 150 + 30 * np.sin((xx + yy) / 6.0),
+                  120 + 40 * np.cos(yy / 2.5)], -1)  # fmt: skip
+    a += np.random.default_rng(0).normal(0, 3, a.shape)
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+
+
+def on_backdrop(seed: int) -> Image.Image:
+    """A different object (shape, colour, place) on the shared backdrop, ~12% of the frame."""
+    rng = np.random.default_rng(seed)
+    im = backdrop()
+    d = ImageDraw.Draw(im)
+    x, y = (int(v) for v in rng.integers(20, 50, 2)), int(rng.integers(30, 80))
+    x = int(rng.integers(15, 50))
+    pts = [(x + int(dx), y + int(dy)) for dx, dy in rng.integers(0, 38, (6, 2))]
+    d.polygon(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return im
+
+
+def test_different_objects_on_one_backdrop_are_not_near_duplicates(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for i in range(40):
+        folder = root / "train" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        on_backdrop(i).save(folder / f"{i}.jpg", quality=92)
+    buf = io.BytesIO()
+    on_backdrop(0).save(buf, "JPEG", quality=60)  # a real copy, recompressed
+    (root / "train/b/copy_of_0.jpg").write_bytes(buf.getvalue())
+    rows, _ = audit(root)
+    assert flagged(rows, "near_duplicate") == {"train/b/0.jpg", "train/b/copy_of_0.jpg"}
+    # without the content check the shared backdrop makes distinct objects "copies"
+    loose, _ = audit(root, "duplicates.min_residual_correlation=-1")
+    assert len(flagged(loose, "near_duplicate")) > 2
+
+
+def knn_context(vectors: np.ndarray, labels: list[str], k: int = 10) -> DetectContext:
+    """A detect context over an in-memory index holding the exact kNN of ``vectors``."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    rows = []
+    for scope in ("all", "label"):
+        s = sim.copy()
+        if scope == "label":
+            lab = np.array(labels)
+            s[lab[:, None] != lab[None, :]] = -np.inf
+        nb = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        for i in range(len(vectors)):
+            for r, j in enumerate(nb[i]):
+                rows.append((i + 1, int(j) + 1, r + 1, float(s[i, j]), scope))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE knn (file_id BIGINT, neighbor_id BIGINT, rank SMALLINT, "
+                "similarity REAL, scope VARCHAR)")  # fmt: skip
+    con.executemany("INSERT INTO knn VALUES (?, ?, ?, ?, ?)", rows)
+    images = pl.DataFrame({"file_id": np.arange(1, len(vectors) + 1), "label": labels,
+                           "path": [f"{lab}/{i}.jpg" for i, lab in enumerate(labels)]})  # fmt: skip
+    return DetectContext(con, DetectConfig(), images)
+
+
+def test_a_batch_of_foreign_images_spread_over_the_classes_is_flagged() -> None:
+    rng = np.random.default_rng(7)
+    dim, classes = 32, [str(c) for c in range(10)]
+    centres = rng.normal(0, 1, (10, dim))
+    normal = [centres[i % 10] + rng.normal(0, 0.35, dim) for i in range(979)]
+    labels = [classes[i % 10] for i in range(979)]
+    foreign_centre = rng.normal(0, 1, dim)
+    batch = [foreign_centre + rng.normal(0, 0.35, dim) for _ in range(20)]  # one other domain
+    stray = [rng.normal(0, 1, dim) * 3]  # and one image unlike anything
+    vectors = np.array(normal + batch + stray)
+    labels += [classes[i % 10] for i in range(20)] + ["3"]
+    ctx = knn_context(vectors, labels)
+    rows = detect_outliers(ctx).filter(pl.col("is_issue"))
+    ids = set(rows["file_id"].to_list())
+    batch_ids = set(range(980, 1000))  # file ids are positions + 1
+    assert len(ids & batch_ids) >= 18
+    assert 1000 in ids  # the single stray is still found
+    assert len(ids - batch_ids - {1000}) <= 5
+    groups = rows.filter(pl.col("file_id").is_in(list(batch_ids)))["group_id"].unique()
+    assert groups.len() == 1 and groups[0] is not None  # one cluster id for the batch
+    clusters = [f for f in dataset_findings(ctx) if f.finding == "outlier_cluster"]
+    assert len(clusters) == 1 and clusters[0].details["size"] >= 18
