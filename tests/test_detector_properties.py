@@ -89,8 +89,9 @@ def test_stricter_quality_and_geometry_never_flag_more(
     # A type too common to flag per file becomes one dataset finding instead (not monotone
     # by design, tested on its own): switched off here.
     off = "dataset.max_issue_share=1.0"
-    loose = flagged(path, [f"quality.z={z}", f"geometry.z={z}", off])
-    strict = flagged(path, [f"quality.z={z + extra}", f"geometry.z={z + extra}", off,
+    loose = flagged(path, [f"quality.z={z}", f"quality.blurry_z={z}", f"geometry.z={z}", off])
+    strict = flagged(path, [f"quality.z={z + extra}", f"quality.blurry_z={z + extra}",
+                            f"geometry.z={z + extra}", off,
                             f"geometry.size_factor={4 + extra}",
                             f"quality.dark_max_mean={60 - 10 * extra}"])  # fmt: skip
     for issue in ("dark", "light", "blurry", "odd_size", "odd_aspect_ratio"):

@@ -77,9 +77,9 @@ def test_tiny_grayscale_digits_are_not_odd_dark_or_flat(digits: Path) -> None:
 
 def test_a_type_too_common_to_flag_per_file_becomes_one_finding(digits: Path) -> None:
     # blurry at z = 0.5 would flag a quarter of the digits: said once, flags none
-    rows, findings = audit(digits, "quality.z=0.5")
+    rows, findings = audit(digits, "quality.blurry_z=0.5")
     assert flagged(rows, "blurry") == set() and "common_blurry" in findings
-    rows, findings = audit(digits, "quality.z=0.5", "dataset.max_issue_share=1.0")
+    rows, findings = audit(digits, "quality.blurry_z=0.5", "dataset.max_issue_share=1.0")
     assert len(flagged(rows, "blurry")) > 12 and "common_blurry" not in findings
 
 

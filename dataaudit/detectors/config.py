@@ -55,6 +55,7 @@ class QualityParams:
     light_min_mean: float = 215.0  # never call an image darker than this light
     light_always_mean: float = 250.0  # unusable: nearly all white
     blurry_max_sharpness: float = 0.3  # never blurry above this fine/coarse detail ratio
+    blurry_z: float = 3.0  # blur: robust z (log detail ratio) below which an image is blurry
     low_info_max_contrast: float = 12.0  # never low_information above this grey std
     flat_contrast: float = 5.0  # unusable: grey std below this is a blank, flat image
     grayscale_max_share: float = 0.5  # flag grayscale only if fewer than this share are
