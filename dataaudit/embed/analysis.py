@@ -61,22 +61,6 @@ def outlier_scores(
     return global_score, _distance_to_score(knn_distance(label_knn_sim))
 
 
-def robust_zscore(values: np.ndarray) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD): a threshold like z > 3.5 marks outliers without
-    assuming a fixed fraction of them exists."""
-    x = np.asarray(values, dtype=np.float64)
-    ok = ~np.isnan(x)
-    z = np.full(x.shape, np.nan)
-    if not ok.any():
-        return z
-    med = np.median(x[ok])
-    mad = 1.4826 * np.median(np.abs(x[ok] - med))
-    if mad == 0:
-        mad = float(np.std(x[ok])) or 1.0
-    z[ok] = (x[ok] - med) / mad
-    return z
-
-
 def _label_codes(labels: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, list[Any]]:
     """Integer codes (-1 for missing: None, NaN, '') and the label values, sorted for ties."""
     values = list(labels)
