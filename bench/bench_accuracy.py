@@ -1,6 +1,7 @@
 """Detector accuracy on the signs_planted benchmark: dataaudit against CleanVision, in one run.
 
 Run:  python bench/bench_accuracy.py
+      python bench/bench_accuracy.py --bench digits   # a bench from build_benches.py
       python bench/bench_accuracy.py --skip-cleanvision --no-embed --keep /tmp/acc
 
 What it does, all from the repo root, never writing into the (read-only) data folders:
@@ -580,6 +581,11 @@ def main() -> None:
         cleanvision_worker(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--bench",
+        help="a bench built by build_benches.py (digits, backdrop, "
+        "signs32, signs_clustered): sets --data, --truth and --manifest",
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="planted benchmark folder")
     ap.add_argument("--truth", type=Path, default=DEFAULT_TRUTH)
     ap.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
@@ -590,6 +596,12 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep indexes and CSVs in this folder")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
+    if a.bench:
+        built = HERE / ".data"
+        a.data, a.truth = built / a.bench, built / f"{a.bench}_truth.csv"
+        a.manifest = built / f"{a.bench}_manifest.csv"
+        if a.out == RESULTS:
+            a.out = RESULTS.with_name(f"accuracy_{a.bench}.json")
     data, clean = a.data.resolve(), a.clean.resolve()
     for p in (data, a.truth, a.manifest, clean, SCORE_PY):
         if not p.exists():

@@ -37,7 +37,9 @@ def test_planted_problems_are_found(planted):
     assert set(p.corrupt) == by_issue["corrupt"]
     assert set(p.dark) <= by_issue["dark"]
     assert {b for _, b in p.leakage} <= by_issue["leakage"]
-    assert set(p.odd_size) <= by_issue["odd_size"] | by_issue.get("odd_aspect_ratio", set())
+    assert set(p.odd_size) <= by_issue.get("odd_size", set()) | by_issue.get(
+        "odd_aspect_ratio", set()
+    )
     assert idx.issue_counts()["corrupt"] == 2
 
 
