@@ -22,6 +22,7 @@ Results go to ``bench/results/domains_<label>.json`` and a markdown table to std
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -146,6 +147,49 @@ def table(name: str, res: dict[str, Any], hashonly: dict[str, Any] | None) -> st
     return "\n".join(lines)
 
 
+def prf(s: dict | None) -> str:
+    if not s or not s.get("positives"):
+        return "-"
+    return f"{f3(s['precision'])} / {f3(s['recall'])} / {f3(s['f1'])}"
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Markdown: per bench and type, P / R / F1 before and after (with embeddings), the
+    hash-only F1 after, false alarms on untouched files before -> after, CleanVision."""
+    out = []
+    for name, a in after.items():
+        b = before.get(name, {})
+        ae, be = a["embed"], (b.get("embed") or {})
+        cv = (be.get("cleanvision") or ae.get("cleanvision") or {}).get("scores") or {}
+        out += [f"#### {name} ({ae['files']:,} files, {ae['untouched']:,} untouched)", "",
+                "| type | before P / R / F1 | after P / R / F1 | after hash-only F1 | false alarms before -> after | CleanVision P / R / F1 |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for t in TYPES:
+            s = ae["scores"].get(t)
+            if not s or not s.get("positives"):
+                continue
+            h = ((a.get("hash_only") or {}).get("scores") or {}).get(t) or {}
+            fa_b = (be.get("false_alarm_rate") or {}).get(t)
+            fa = (
+                f"{fa_b:.1%} -> {ae['false_alarm_rate'][t]:.1%}"
+                if fa_b is not None
+                else f"{ae['false_alarm_rate'][t]:.1%}"
+            )
+            out.append(f"| {t} | {prf((be.get('scores') or {}).get(t))} | {prf(s)} | {f3(h.get('f1'))} "
+                       f"| {fa} | {prf(cv.get(t))} |")  # fmt: skip
+        for kind, o in ae["outlier_by_kind"].items():
+            ob = (be.get("outlier_by_kind") or {}).get(kind, {})
+            out.append(f"| outlier, {kind} (recall) | {f3(ob.get('recall'))} | {f3(o['recall'])} "
+                       f"({o['found']}/{o['n']}) | | | |")  # fmt: skip
+        top = max(ae["flag_share"].items(), key=lambda kv: kv[1])
+        out += [
+            "",
+            f"Largest share of the bench flagged by one type after: {top[0]} {top[1]:.1%}.",
+            "",
+        ]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -160,7 +204,17 @@ def main() -> None:
         action="store_true",
         help="with --keep: re-run only detect on indexes kept there by an earlier run",
     )
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        help="print a before/after markdown table from two results files and exit",
+    )
     a = ap.parse_args()
+    if a.compare:
+        print(compare(*(json.loads(p.read_text()) for p in a.compare)))
+        return
     work = a.keep or Path(tempfile.mkdtemp(prefix="dataaudit-domains-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}

@@ -39,17 +39,16 @@ class _Search:
         self.sum1 = np.pad(image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
         self.sum2 = np.pad(image * image, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
 
-    def best(self, template: np.ndarray) -> tuple[float, int, int]:
-        """Best normalised cross-correlation of ``template`` fully inside the image, and the
-        (row, column) of the template's corner there."""
+    def best(self, template: np.ndarray) -> float:
+        """Best normalised cross-correlation of ``template`` fully inside the image."""
         ih, iw = self.image.shape
         th, tw = template.shape
         if th > ih or tw > iw or th < 4 or tw < 4:
-            return -1.0, 0, 0
+            return -1.0
         t = template - template.mean()
         t_norm = float(np.sqrt((t * t).sum()))
         if t_norm < 1e-6:
-            return -1.0, 0, 0
+            return -1.0
         spec = self.spectrum * sp_fft.rfft2(t[::-1, ::-1], self.shape)
         corr = sp_fft.irfft2(spec, self.shape)[th - 1 : ih, tw - 1 : iw]
         s1 = _window(self.sum1, th, tw)
@@ -58,10 +57,8 @@ class _Search:
         denom = np.sqrt(var) * t_norm
         valid = denom > 1e-6 * t_norm
         if not valid.any():
-            return -1.0, 0, 0
-        ncc = np.where(valid, corr / np.where(valid, denom, 1.0), -1.0)
-        y, x = np.unravel_index(int(ncc.argmax()), ncc.shape)
-        return float(ncc[y, x]), int(y), int(x)
+            return -1.0
+        return float((corr[valid] / denom[valid]).max())
 
 
 def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
@@ -70,61 +67,29 @@ def _window(c: np.ndarray, th: int, tw: int) -> np.ndarray:
 
 def aligned_correlation(
     a: np.ndarray, b: np.ndarray, min_cover: float = 0.7, steps: int = 16, coarse: int = 24
-) -> tuple[float, float]:
-    """Best correlation of one image placed, rescaled, inside the other, and the worst
-    correlation of the tiles of that placement (see ``tile_correlation``).
+) -> float:
+    """Best correlation of one image placed, rescaled or shifted, inside the other.
 
     The smaller image is scaled so that it covers from ``min_cover`` to all of the larger
     one's extent (crops of up to 30% per dimension, with or without a resize), and slid
-    across it. Coarse to fine: pairs that do not line up at ``coarse`` px (most distinct
-    photos) are rejected there; the rest are measured at full size over ``steps`` scales.
-    Returns values in [-1, 1]; copies score close to 1 on both.
+    across it; images of the same size are also slid by up to 10% unscaled (shifted copies).
+    Coarse to fine: pairs that do not line up at ``coarse`` px (most distinct photos) are
+    rejected there; the rest are measured at full size over ``steps`` scales.
+    Returns a value in [-1, 1]; copies score close to 1.
     """
     if a.size < b.size:
         a, b = b, a
     # Of two images of (nearly) the same size either may be the zoomed-in crop: try both.
     orders = [(a, b), (b, a)] if b.size >= 0.9 * a.size else [(a, b)]
-    best: tuple[float, float] = (-1.0, -1.0)
+    best = -1.0
     for big, small in orders:
         if max(big.shape + small.shape) > coarse:
-            rough, _ = _best_over_scales(_shrink(big, coarse), _shrink(small, coarse), min_cover, 8)
+            rough = _best_over_scales(_shrink(big, coarse), _shrink(small, coarse), min_cover, 8)
             if rough < COARSE_REJECT:
-                best = max(best, (rough, -1.0))
+                best = max(best, rough)
                 continue
-        corr, (tmpl, y, x) = _best_over_scales(big, small, min_cover, steps)
-        if tmpl is not None:
-            window = big[y : y + tmpl.shape[0], x : x + tmpl.shape[1]]
-            best = max(best, (corr, tile_correlation(window, tmpl)))
+        best = max(best, _best_over_scales(big, small, min_cover, steps))
     return best
-
-
-def tile_correlation(a: np.ndarray, b: np.ndarray, grid: int = 3) -> float:
-    """The lowest correlation over a ``grid`` x ``grid`` split of two aligned images.
-
-    A copy matches in every part of the frame; two different objects on one backdrop match
-    everywhere but where the objects are, so the worst tile tells them apart where the
-    whole-image correlation (dominated by the shared backdrop) does not. Tiles with almost
-    no variation in both images (plain background) are skipped.
-    """
-    h, w = a.shape
-    ys = np.linspace(0, h, grid + 1).round().astype(int)
-    xs = np.linspace(0, w, grid + 1).round().astype(int)
-    worst = 1.0
-    for i in range(grid):
-        for j in range(grid):
-            ta = a[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].astype(np.float64)
-            tb = b[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].astype(np.float64)
-            if ta.size < 4:
-                continue
-            ta, tb = ta - ta.mean(), tb - tb.mean()
-            na, nb = float(np.sqrt((ta * ta).sum())), float(np.sqrt((tb * tb).sum()))
-            if max(na, nb) < 2.0 * np.sqrt(ta.size):  # std < 2 grey levels in both: plain
-                continue
-            if min(na, nb) < 1e-6:
-                worst = min(worst, 0.0)
-                continue
-            worst = min(worst, float((ta * tb).sum()) / (na * nb))
-    return worst
 
 
 COARSE_REJECT = 0.8  # coarse correlation below which a pair is not worth refining
@@ -136,37 +101,27 @@ def _shrink(x: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
-def _best_over_scales(
-    a: np.ndarray, b: np.ndarray, min_cover: float, steps: int
-) -> tuple[float, tuple[np.ndarray | None, int, int]]:
-    """Slide ``b``, rescaled to cover ``min_cover``..1 of ``a``, across ``a``: the best
-    correlation and its placement (the rescaled ``b``, row, column)."""
+def _best_over_scales(a: np.ndarray, b: np.ndarray, min_cover: float, steps: int) -> float:
+    """Slide ``b``, rescaled to cover ``min_cover``..1 of ``a`` (or, same size, its central
+    80% unscaled), across ``a``."""
     ah, aw = a.shape
     bh, bw = b.shape
     g_max = min(ah / bh, aw / bw)
     search = _Search(a)
-    best, where = -1.0, (None, 0, 0)
+    templates = []
     for g in np.geomspace(g_max, g_max * min_cover, steps):
         h, w = max(4, round(bh * g)), max(4, round(bw * g))
         if h > ah or w > aw:
             continue
         if (h, w) == (bh, bw):
-            tmpl = b
+            templates.append(b)
         else:
-            tmpl = np.asarray(
-                Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32
-            )
-        corr, y, x = search.best(tmpl)
-        if corr > best:
-            best, where = corr, (tmpl, y, x)
-    # A shifted copy of the same size: slide b's central part, unscaled, across a.
+            im = Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR)
+            templates.append(np.asarray(im, dtype=np.float32))
     mh, mw = round(0.1 * bh), round(0.1 * bw)
-    if (bh, bw) == (ah, aw) and min(mh, mw) >= 1:
-        tmpl = b[mh : bh - mh, mw : bw - mw]
-        corr, y, x = search.best(tmpl)
-        if corr > best:
-            best, where = corr, (tmpl, y, x)
-    return best, where
+    if (bh, bw) == (ah, aw) and min(mh, mw) >= 1:  # a shifted copy of the same size
+        templates.append(b[mh : bh - mh, mw : bw - mw])
+    return max((search.best(t) for t in templates), default=-1.0)
 
 
 def residual_correlation(a: np.ndarray, b: np.ndarray, background: np.ndarray | None) -> float:

@@ -37,7 +37,6 @@ class DuplicateParams:
     min_residual_correlation: float = 0.93  # pHash pairs: content beyond the shared
     # background (thumbnail minus the neighbours' median) must correlate this well; -1 = off
     align_z: float = 4.0  # ... and be this rare among the nearest neighbours' correlations
-    min_tile_correlation: float = 0.6  # aligned pairs: every part of the frame must match
 
 
 @dataclass

@@ -189,16 +189,15 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     if cand.height == 0:
         return empty_pairs()
     gray = _thumbs(ctx, np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()])))
-    corr, tiles = zip(*[
-        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else (-1.0, -1.0)
+    corr = [
+        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else -1.0
         for a, b in cand.select("a", "b").iter_rows()
-    ], strict=True)  # fmt: skip
-    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64),
-                             pl.Series("tile", tiles, dtype=pl.Float64))  # fmt: skip
+    ]
+    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64))
     ctx.stats["aligned_candidates"] = cand.height
     cut = _rare_correlation(np.asarray(corr, dtype=np.float64), p.align_min_correlation, p.align_z)
     ctx.stats["aligned_min_correlation"] = cut
-    verified = cand.filter((pl.col("corr") >= cut) & (pl.col("tile") >= p.min_tile_correlation))
+    verified = cand.filter(pl.col("corr") >= cut)
     return verified.select("a", "b", pl.lit("aligned").alias("layer"),
                            (1.0 - pl.col("corr")).alias("distance"))  # fmt: skip
 
@@ -213,8 +212,7 @@ def _aligned_check(ctx: DetectContext, pairs: pl.DataFrame, cut: float) -> pl.Da
         if a not in gray or b not in gray:
             keep.append(True)  # no thumbnail to check: keep the layer's own verdict
             continue
-        corr, tile = aligned_correlation(gray[a], gray[b])
-        keep.append(corr >= cut and tile >= ctx.config.duplicates.min_tile_correlation)
+        keep.append(aligned_correlation(gray[a], gray[b]) >= cut)
     return pairs.filter(pl.Series(keep, dtype=pl.Boolean))
 
 
