@@ -167,3 +167,15 @@ def test_a_batch_of_foreign_images_spread_over_the_classes_is_flagged() -> None:
     assert groups.len() == 1 and groups[0] is not None  # one cluster id for the batch
     clusters = [f for f in dataset_findings(ctx) if f.finding == "outlier_cluster"]
     assert len(clusters) == 1 and clusters[0].details["size"] >= 18
+
+
+def test_registry_refuses_a_detector_that_reads_what_runs_later(monkeypatch) -> None:
+    from dataaudit.detectors import registry
+
+    order = list(registry.DETECTORS)
+    outliers = next(d for d in order if d.name == "outliers")
+    order.remove(outliers)
+    order.insert(0, outliers)  # outliers before quality, whose flags it reads
+    monkeypatch.setattr(registry, "DETECTORS", tuple(order))
+    with pytest.raises(RuntimeError, match="outliers reads"):
+        registry._check_registry()
