@@ -53,6 +53,7 @@ class QualityParams:
     dark_always_mean: float = 5.0  # unusable: nearly all black (mean grey level below this)
     light_min_mean: float = 215.0  # never call an image darker than this light
     light_always_mean: float = 250.0  # unusable: nearly all white
+    exposure_cv_z: float = 2.0  # dark/light: grey std per unit of headroom at most this z
     blurry_max_sharpness: float = 0.3  # never blurry above this fine/coarse detail ratio
     blurry_z: float = 3.0  # blur: robust z (log detail ratio) below which an image is blurry
     low_info_max_contrast: float = 12.0  # never low_information above this grey std

@@ -79,8 +79,8 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
     cv_light = Robust.of((ok["_lc"] - ok["_lh"]).to_numpy(), min_sigma=0.05)
     # (JPEG noise keeps some contrast in a nearly black or white image: past twice the
     # threshold the exposure alone decides)
-    scaled_dark = (cv_dark.z(pl.col("_lc") - pl.col("_lb")) < q.z / 2) | (z_b <= -2 * q.z)
-    scaled_light = (cv_light.z(pl.col("_lc") - pl.col("_lh")) < q.z / 2) | (z_h <= -2 * q.z)
+    scaled_dark = (cv_dark.z(pl.col("_lc") - pl.col("_lb")) < q.exposure_cv_z) | (z_b <= -2 * q.z)
+    scaled_light = (cv_light.z(pl.col("_lc") - pl.col("_lh")) < q.exposure_cv_z) | (z_h <= -2 * q.z)
     plain = pl.col("contrast") < q.low_info_max_contrast
     unusual("dark", (mean < q.dark_always_mean) & plain,
             (mean <= q.dark_max_mean) & (z_b <= -q.z) & washed & scaled_dark,
