@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataaudit.detectors import groups
 from dataaudit.detectors.groups import group_frame
 from dataaudit.detectors.hamming import hamming_pairs
 from dataaudit.errors import DataAuditError
@@ -43,6 +44,17 @@ def connected_components(pairs: list[tuple[int, int]]) -> dict[int, int]:
     frame = pl.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs]},
                          schema={"a": pl.Int64, "b": pl.Int64})  # fmt: skip
     return dict(group_frame(frame).select("id", "group_id").rows())
+
+
+def test_python_int_components_beyond_int64() -> None:
+    pairs = [(5, 3), (3, 9), (10, 11), (12, 12), (2**64 + 1, 10)]
+    got = groups.connected_components([], pairs)
+    assert got == {3: 3, 5: 3, 9: 3, 10: 10, 11: 10, 12: 12, 2**64 + 1: 10}
+
+
+@given(pairs=edges)
+def test_python_int_components_agree_with_group_frame(pairs) -> None:
+    assert groups.connected_components([], pairs) == connected_components(pairs)
 
 
 def as_sets(mapping: dict[int, int]) -> set[frozenset[int]]:

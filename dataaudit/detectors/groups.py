@@ -10,10 +10,12 @@ in no pair are in no group and are left out. Components come from
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import connected_components as _components
 
 from dataaudit.errors import DataAuditError
 
@@ -40,7 +42,7 @@ def group_frame(pairs: pl.DataFrame) -> pl.DataFrame:
     n = len(ids)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (index[: len(a)], index[len(a) :])),
                        shape=(n, n))  # fmt: skip
-    _, labels = connected_components(graph, directed=False)
+    _, labels = _components(graph, directed=False)
     # name each component by its smallest id: ids are sorted, so the first index per label
     first = np.full(labels.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, labels, np.arange(n))
@@ -51,3 +53,25 @@ def group_frame(pairs: pl.DataFrame) -> pl.DataFrame:
         {"id": ids[order], "group_id": group_ids[order], "group_size": sizes[order]},
         schema=GROUP_SCHEMA,
     )
+
+
+def connected_components(ids: Sequence[int], pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Map each id that appears in a pair to its group's smallest id (any Python ints, also
+    beyond int64). ``ids`` names the universe for the caller's benefit; ids in no pair are
+    singletons and are not returned. Same components as ``group_frame``."""
+    index: dict[int, int] = {}
+    a, b = [], []
+    for x, y in pairs:
+        a.append(index.setdefault(x, len(index)))
+        b.append(index.setdefault(y, len(index)))
+    if not index:
+        return {}
+    n = len(index)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    _, labels = _components(graph, directed=False)
+    smallest: dict[int, int] = {}
+    for node, i in index.items():
+        lab = int(labels[i])
+        if lab not in smallest or node < smallest[lab]:
+            smallest[lab] = node
+    return {node: smallest[int(labels[i])] for node, i in index.items()}
