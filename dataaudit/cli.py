@@ -5,7 +5,11 @@ Run ``dataaudit --help``. Misuse prints one line saying what to do and exits wit
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -25,12 +29,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from dataaudit.display import safe_text
 from dataaudit.errors import DataAuditError
-
-try:  # typer >= 0.20 vendors click
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover - older typer with click installed
-    from click import exceptions as click_exc
 
 app = typer.Typer(
     add_completion=False,
@@ -55,6 +55,14 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one threshold: section.key=value (repeatable)."),
 ]
 DbOpt = Annotated[Path | None, typer.Option(help="Index file (default: found from PATH).")]
+FromDataOpt = Annotated[
+    bool,
+    typer.Option(
+        "--config-from-data",
+        help="Also apply dataaudit.toml / [tool.dataaudit] in pyproject.toml found inside "
+        "PATH. Off by default: whoever ships a dataset should not set its audit thresholds.",
+    ),
+]
 PathArg = Annotated[
     Path, typer.Argument(help="Dataset folder (or its index file).", show_default=False)
 ]
@@ -105,6 +113,7 @@ def scan(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    config_from_data: FromDataOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     engine: Annotated[
         str,
@@ -172,8 +181,12 @@ def scan(
             )
             raise typer.Exit(130) from None
     print_scan_summary(summary)
+    for warning in getattr(summary, "warnings", []):
+        _warn(warning)
     if detect:
-        _detect_and_summarise(Path(summary.root), Path(summary.index_path), config, set_)
+        _detect_and_summarise(
+            Path(summary.root), Path(summary.index_path), config, set_, config_from_data
+        )
 
 
 def _embed_stage(model: str, weights: str | None, size: int | None, device: str | None):  # noqa: ANN202
@@ -195,32 +208,40 @@ def _embed_stage(model: str, weights: str | None, size: int | None, device: str 
 
 @app.command("detect")
 def detect_cmd(
-    path: PathArg, db: DbOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+    path: PathArg,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    config_from_data: FromDataOpt = False,
 ) -> None:
     """Re-run the detectors on an existing index (fast: no image is reopened)."""
-    from dataaudit.store import db as store
-
-    index = db or store.find_index(path)
+    index = db or _find_index(path)
     root = Path(path) if Path(path).is_dir() else None
-    _detect_and_summarise(root, index, config, set_)
+    _detect_and_summarise(root, index, config, set_, config_from_data)
 
 
 def _detect_and_summarise(
-    root: Path | None, index: Path, config: Path | None, overrides: list[str] | None
+    root: Path | None,
+    index: Path,
+    config: Path | None,
+    overrides: list[str] | None,
+    from_data: bool,
 ) -> None:
-    from dataaudit.detectors.config import load_config
+    from dataaudit.detectors.config import data_config_files, load_config
     from dataaudit.detectors.registry import ISSUE_TYPES
     from dataaudit.detectors.runner import run_detectors
     from dataaudit.store import db as store
 
-    cfg, sources = load_config(root, config, overrides)
-    con = store.open_index(index)
+    cfg, sources = load_config(root, config, overrides, from_data=from_data)
+    _announce_data_configs(data_config_files(root), from_data)
+    con = store.open_index(index, create=False)
     try:
         result = run_detectors(con, cfg, sources)
     finally:
         con.close()
     counts = result.counts()
     console.print(f"[bold]Detectors[/bold] ran in {result.elapsed_s:.1f} s (run {result.run_id})")
+    console.print(f"  settings: {_safe_markup('; '.join(sources) or 'built-in defaults')}")
     if not counts:
         console.print("  no issues found")
     for issue, n in counts.items():
@@ -228,7 +249,29 @@ def _detect_and_summarise(
     if result.findings:
         warnings = [f for f in result.findings if f.severity != "info"]
         console.print(f"  dataset-level findings: {len(warnings)} warning(s)")
-    console.print(f"Run `dataaudit report {root or index}` for details and examples.")
+    console.print(
+        f"Run `dataaudit report {_safe_markup(str(root or index))}` for details and examples."
+    )
+
+
+def _announce_data_configs(files: list[Path], applied: bool) -> None:
+    """Config shipped inside the audited data never acts silently."""
+    if not files:
+        return
+    names = ", ".join(str(f) for f in files)
+    if applied:
+        _warn(f"applying detector settings from inside the audited data: {names}")
+    else:
+        _warn(
+            f"not applying config file(s) inside the audited data: {names} "
+            "(pass --config-from-data to apply them, or --config FILE)"
+        )
+
+
+def _find_index(path: Path) -> Path:
+    from dataaudit.store import db as store
+
+    return store.find_index(path, note=_note)
 
 
 @app.command()
@@ -244,18 +287,27 @@ def report(
         typer.Option(help="Exit 1 if any of these issue types (comma-separated) is found."),
     ] = None,
 ) -> None:
-    """Show what is wrong: issue counts with examples, duplicates, leakage, balance."""
+    """Show what is wrong: issue counts with examples, duplicates, leakage, balance.
+
+    With --fail-on, exit 1 if any of those issue types is flagged, and exit 2 if the
+    detectors have not run since the last scan (a gate that never ran must not pass).
+    """
     from dataaudit.report import build_report, render_json, render_markdown, render_rich
     from dataaudit.store import db as store
 
     if format not in ("rich", "json", "markdown"):
         raise DataAuditError(f"unknown format {format!r}", "use rich, json or markdown")
     gate = _issue_types(fail_on) if fail_on else []
-    con = store.open_index(db or store.find_index(path), read_only=True)
+    con = store.open_index(db or _find_index(path), read_only=True)
     try:
         data = build_report(con, examples)
     finally:
         con.close()
+    if fail_on and not data["detect_current"]:
+        raise DataAuditError(
+            f"--fail-on needs detector results newer than the last scan: {data['detect_state']}",
+            f"run `dataaudit detect {path}` first",
+        )
     if format == "json":
         sys.stdout.write(render_json(data) + "\n")
     elif format == "markdown":
@@ -275,26 +327,59 @@ def issues_cmd(
     type_: Annotated[
         list[str] | None, typer.Option("--type", "-t", help="Only these issue types (repeatable).")
     ] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="csv or paths.")] = "csv",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv, paths (one per line; refused if a name holds a line break) or paths0 "
+            "(NUL-separated, for `xargs -0`).",
+        ),
+    ] = "csv",
 ) -> None:
-    """Machine-readable findings: CSV with path,issue,group,score, or one path per line."""
+    """Machine-readable findings: CSV with path,issue,group,score, or the flagged paths."""
     from dataaudit.queries import index as q
     from dataaudit.store import db as store
 
-    if format not in ("csv", "paths"):
-        raise DataAuditError(f"unknown format {format!r}", "use csv or paths")
+    if format not in ("csv", "paths", "paths0"):
+        raise DataAuditError(f"unknown format {format!r}", "use csv, paths or paths0")
     types = _issue_types(",".join(type_)) if type_ else None
-    con = store.open_index(db or store.find_index(path), read_only=True)
+    con = store.open_index(db or _find_index(path), read_only=True)
     try:
         rows = q.issues(con, types)
     finally:
         con.close()
-    if format == "paths":
-        for p in rows["path"].unique(maintain_order=True).to_list():
-            sys.stdout.write(p + "\n")
+    if format in ("paths", "paths0"):
+        _write_paths(rows["path"].unique(maintain_order=True).to_list(), nul=format == "paths0")
         return
     out = rows.select("path", "issue", pl.col("group").cast(pl.String).fill_null(""), "score")
-    sys.stdout.write(out.write_csv())
+    _write_stdout(out.write_csv())
+
+
+def _write_paths(paths: list[str], nul: bool) -> None:
+    """One path per line, or NUL-terminated; a line break inside a name is refused, since
+    `xargs rm` would otherwise act on the pieces (a healthy file among them)."""
+    if nul:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(
+            b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+        )
+        sys.stdout.buffer.flush()
+        return
+    broken = [p for p in paths if "\n" in p or "\r" in p]
+    if broken:
+        raise DataAuditError(
+            f"{len(broken)} flagged path(s) contain a line break, e.g. {broken[0]!r}; "
+            "one path per line cannot represent them",
+            "use --format paths0 (with `xargs -0`) or --format csv",
+        )
+    _write_stdout("".join(p + "\n" for p in paths))
+
+
+def _write_stdout(text: str) -> None:
+    """Machine output goes out verbatim, except to a terminal, where control characters in
+    file names (escape sequences) are shown escaped instead of being obeyed."""
+    sys.stdout.write(safe_text(text, keep="\n") if sys.stdout.isatty() else text)
 
 
 @app.command("export")
@@ -413,7 +498,7 @@ def _progress(show: bool) -> Progress:
 def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported lazily
     """The closing summary: what was seen, what changed, where the index is."""
     c = summary
-    console.print(f"[bold]Indexed[/bold] {escape(c.root)}")  # a path may hold [brackets]
+    console.print(f"[bold]Indexed[/bold] {_safe_markup(c.root)}")  # a path may hold [brackets]
     console.print(f"  layout          {c.layout}")
     console.print(f"  files seen      {c.files_seen:,}")
     console.print(f"  images indexed  {c.images:,}  ({_human_bytes(c.bytes)})")
@@ -425,7 +510,7 @@ def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported
     console.print(f"  unreadable      {c.corrupt:,}")
     console.print(f"  flagged         {c.flagged:,} (unreadable, bombs, wrong extension, ...)")
     console.print(f"  elapsed         {c.elapsed_s:.1f} s")
-    console.print(f"  index           {escape(c.index_path)}")
+    console.print(f"  index           {_safe_markup(c.index_path)}")
     if c.split_label_counts:
         from dataaudit.report import split_label_table
 
@@ -442,34 +527,111 @@ def _human_bytes(n: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning every user error into one line and exit code 2."""
+    """Entry point: run the CLI, turning every error into one line on stderr.
+
+    Exit codes: 0 ok, 1 ``--fail-on`` matched, 2 an error (misuse, bad input, a full disk,
+    or a bug, whose traceback goes to a log file), 130 interrupted.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        args = ["--help"]
     try:
         # Without standalone mode, click *returns* the code of a typer.Exit (e.g. 130).
-        rc = app(args=argv, standalone_mode=False, prog_name="dataaudit")
-    except click_exc.NoArgsIsHelpError as exc:
-        console.print(exc.ctx.get_help() if exc.ctx else "see `dataaudit --help`")
-        return 0
-    except click_exc.UsageError as exc:
-        cmd = exc.ctx.command_path if exc.ctx else "dataaudit"
-        _error_line(f"dataaudit: error: {exc.format_message()} (see `{cmd} --help`)")
-        return 2
-    except typer.Abort:
-        _error_line("dataaudit: aborted")
-        return 130
+        rc = app(args=args, standalone_mode=False, prog_name="dataaudit")
     except typer.Exit as exc:
         return exc.exit_code
-    except click_exc.ClickException as exc:
-        _error_line(f"dataaudit: error: {exc.format_message()}")
+    except (typer.Abort, KeyboardInterrupt):
+        _error_line("dataaudit: interrupted")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
+        ctx = getattr(exc, "ctx", None)
+        see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(f"dataaudit: error: {exc.format_message()}{see}")
         return 2
     except DataAuditError as exc:
         _error_line(f"dataaudit: error: {exc}")
         return 2
+    except Exception as exc:  # the last resort: one line, the traceback in a log file
+        cause = _disk_error(exc)
+        if cause is not None:
+            _error_line(
+                f"dataaudit: error: cannot write: {cause} (free some disk space or pass "
+                "--db on another disk; everything committed before is kept)"
+            )
+            return 2
+        log = _crash_log(args)
+        _error_line(
+            f"dataaudit: internal error: {type(exc).__name__}: {_first_line(exc)} "
+            f"(traceback in {log}; please report it)"
+        )
+        return 2
     return rc if isinstance(rc, int) else 0
+
+
+_DISK_ERRNOS = frozenset({28, 27, 122})  # ENOSPC, EFBIG, EDQUOT
+_DISK_WORDS = ("no space left", "file too large", "disk quota", "could not write", "write error")
+
+
+def _disk_error(exc: BaseException) -> str | None:
+    """The first out-of-space failure in an exception chain (a failed commit is often
+    followed by a failed rollback: report the cause, not the aftermath)."""
+    seen = set()
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in reversed(chain):  # the earliest first
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            return f"{e.strerror} ({e.filename or 'index'})"
+        text = str(e).lower()
+        if "duckdb" in type(e).__module__ and any(w in text for w in _DISK_WORDS):
+            return _first_line(e)
+    return None
+
+
+def _crash_log(args: list[str]) -> Path:
+    """Write the current traceback to a log file (atomically) and return its path."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    body = (
+        f"dataaudit {datetime.now().isoformat()} pid {os.getpid()}\n"
+        f"argv: {args!r}\npython: {sys.version}\n\n{traceback.format_exc()}"
+    )
+    name = f"crash-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    for folder in (cache / "dataaudit" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(body, errors="backslashreplace")
+            tmp.replace(folder / name)
+            return folder / name
+        except OSError:
+            continue
+    return Path("(no writable folder for the log)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _safe_markup(text: str) -> str:
+    """A user string made safe to embed in rich markup and to show on a terminal."""
+    return escape(safe_text(text))
+
+
+def _note(text: str) -> None:
+    _error_line(f"dataaudit: note: {text}")
+
+
+def _warn(text: str) -> None:
+    _error_line(f"dataaudit: warning: {text}")
 
 
 def _error_line(text: str) -> None:
     """One line on stderr whatever the terminal width; paths like ``[train]`` stay verbatim."""
-    err_console.print(text, soft_wrap=True, markup=False)
+    err_console.print(safe_text(text), soft_wrap=True, markup=False)
 
 
 if __name__ == "__main__":

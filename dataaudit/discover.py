@@ -182,8 +182,40 @@ def load_labels(path: str | Path):  # -> polars.DataFrame
     cols = [pl.col("path").cast(pl.String).str.replace_all("\\\\", "/").str.strip_prefix("./")]
     cols.append(pl.col("label").cast(pl.String))
     if "split" in df.columns:
-        aliases = pl.col("split").cast(pl.String).str.to_lowercase()
-        cols.append(aliases.replace(SPLIT_ALIASES).alias("split"))
+        _check_splits(df["split"].cast(pl.String), path)
+        aliases = pl.col("split").cast(pl.String).str.strip_chars().str.to_lowercase()
+        cols.append(aliases.replace(SPLIT_ALIASES).replace("", None).alias("split"))
     else:
         cols.append(pl.lit(None, dtype=pl.String).alias("split"))
     return df.select(cols).unique(subset="path", keep="last")
+
+
+def _check_splits(splits, path: str | Path) -> None:  # splits: polars.Series
+    """Split values must name a split (train/val/test or an alias) or be empty: the same
+    names a folder layout yields, so every split in an index means the same thing."""
+    bad = [
+        (row, value)
+        for row, value in enumerate(splits.to_list(), start=2)  # row 1 is the header
+        if value is not None and value.strip() and value.strip().lower() not in SPLIT_ALIASES
+    ]
+    if bad:
+        row, value = bad[0]
+        raise DataAuditError(
+            f"labels file {path}: split value {value!r} (line {row}) is not a split name"
+            + (f" ({len(bad)} such lines)" if len(bad) > 1 else ""),
+            f"use one of {', '.join(sorted(set(SPLIT_ALIASES)))}, or leave it empty",
+        )
+
+
+def unmatched_labels_warning(rows: int, unmatched: int, example: str | None) -> str | None:
+    """Say how many labels-file rows name no file of the dataset (None when all match).
+
+    A file whose paths are relative to another folder (or absolute) applies no label at all;
+    the scan must not pass that off as success.
+    """
+    if not unmatched:
+        return None
+    return (
+        f"{unmatched:,} of {rows:,} row(s) of the labels file match no file of the dataset "
+        f"(e.g. {example!r}; paths must be relative to the dataset folder)"
+    )

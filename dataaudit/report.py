@@ -12,11 +12,12 @@ from typing import Any
 import duckdb
 import polars as pl
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from dataaudit.detectors.config import DATA_CONFIG_MARK
 from dataaudit.detectors.registry import ISSUE_TYPES
+from dataaudit.display import safe_text
 from dataaudit.queries import index as q
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -47,6 +48,8 @@ def build_report(con: duckdb.DuckDBPyConnection, examples: int = 3) -> dict[str,
     issue_sections.sort(key=lambda s: (SEVERITY_ORDER[s["severity"]], -s["files"]))
     scan = q.latest_run(con, "scan")
     detect = q.latest_run(con, "detect")
+    current, state = detect_state(scan, detect)
+    sources = (detect or {}).get("params", {}).get("sources", [])
     groups = q.group_totals(con)
     return {
         "root": q.meta(con, "root"),
@@ -54,6 +57,12 @@ def build_report(con: duckdb.DuckDBPyConnection, examples: int = 3) -> dict[str,
         "scanned_at": scan["ended_at"] if scan else None,
         "detected_at": detect["ended_at"] if detect else None,
         "detect_run_id": detect["run_id"] if detect else None,
+        "detect_current": current,
+        "detect_state": state,
+        "config": {
+            "sources": sources,
+            "from_data": [x for x in sources if x.endswith(DATA_CONFIG_MARK)],
+        },
         "issues": issue_sections,
         "duplicates": {
             "pairs_by_layer": q.duplicate_layers(con),
@@ -68,6 +77,24 @@ def build_report(con: duckdb.DuckDBPyConnection, examples: int = 3) -> dict[str,
     }
 
 
+def detect_state(scan: dict[str, Any] | None, detect: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether the stored issues describe the index as it is now, and why not.
+
+    Current means: the latest detect run completed, and no scan (finished, interrupted or
+    killed) started after it. Run ids grow, so they order runs without trusting clocks.
+    """
+    if detect is None:
+        return False, "the detectors never ran on this index"
+    if detect["status"] != "completed":
+        return False, f"the last detect run ({detect['run_id']}) is {detect['status']}"
+    if scan is not None and scan["run_id"] > detect["run_id"]:
+        return False, (
+            f"the last detect run ({detect['run_id']}, {detect['ended_at']}) is older than "
+            f"the last scan ({scan['run_id']}, {scan['status']}, started {scan['started_at']})"
+        )
+    return True, f"detect run {detect['run_id']} is newer than the last scan"
+
+
 def render_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, default=str)
 
@@ -80,9 +107,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{t['images']:,} images, {t['corrupt']:,} unreadable. "
         f"Detectors run {report['detected_at'] or 'never'}.",
         "",
-        "## Issues",
-        "",
     ]
+    if not report["detect_current"]:
+        lines += [f"**Stale results:** {report['detect_state']}; run `dataaudit detect`.", ""]
+    if report["config"]["from_data"]:
+        names = ", ".join(f"`{_md(x)}`" for x in report["config"]["from_data"])
+        lines += [f"**Warning: detector settings came from inside the audited data:** {names}.", ""]
+    lines += ["## Issues", ""]
     if not report["issues"]:
         lines.append("No issues found.")
     else:
@@ -103,7 +134,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Pairs by layer: {layers}. Groups: {d['groups']:,} ({d['files_in_groups']:,} files)."
     )
     leaks = ", ".join(f"{k}: {v:,}" for k, v in d["leakage_pairs_by_split_pair"].items()) or "none"
-    lines.append(f"Cross-split pairs: {leaks}.")
+    lines.append(f"Cross-split pairs: {_md(leaks)}.")
     lines += ["", "## Classes per split", ""]
     lines += _markdown_balance(report["split_label_counts"])
     lines += ["", "## Dataset-level findings", ""]
@@ -118,7 +149,7 @@ def _markdown_balance(rows: list[dict[str, Any]]) -> list[str]:
     splits = sorted({r["split"] or "(none)" for r in rows})
     labels = sorted({r["label"] or "(none)" for r in rows})
     cell = {(r["split"] or "(none)", r["label"] or "(none)"): r["images"] for r in rows}
-    out = ["| label | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    out = ["| label | " + " | ".join(map(_md, splits)) + " |", "|---|" + "---:|" * len(splits)]
     for lab in labels[:100]:
         out.append(
             f"| {_md(lab)} | " + " | ".join(f"{cell.get((s, lab), 0):,}" for s in splits) + " |"
@@ -127,26 +158,39 @@ def _markdown_balance(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A user string (file name, label) inside a Markdown table cell, on one line."""
+    return safe_text(str(text).replace("|", "\\|").replace("\n", " "))
+
+
+def _plain(text: object) -> Text:
+    """A user string for a rich table: never parsed as markup, never obeyed as escapes."""
+    return Text(safe_text(str(text)))
 
 
 def render_rich(report: dict[str, Any]) -> Group:
     """Terminal rendering: issue table with examples, duplicates, balance, findings."""
     t = report["totals"]
     parts: list[Any] = [
-        Text.from_markup(f"[bold]Data audit[/bold] {escape(report['root'])}"),
+        Text.assemble(("Data audit ", "bold"), safe_text(report["root"])),
         Text(
             f"{t['images']:,} images, {t['corrupt']:,} unreadable; detectors run "
             f"{report['detected_at'] or 'never (run dataaudit detect)'}"
         ),  # fmt: skip
     ]
+    if report["detected_at"] and not report["detect_current"]:
+        parts.append(Text(f"Stale results: {report['detect_state']}; run dataaudit detect",
+                          style="bold yellow"))  # fmt: skip
+    if report["config"]["from_data"]:
+        names = ", ".join(report["config"]["from_data"])
+        parts.append(Text("WARNING: detector settings came from inside the audited data: "
+                          + safe_text(names), style="bold red"))  # fmt: skip
     table = Table(title="issues", title_justify="left", show_lines=False)
     for col, justify in (("issue", "left"), ("severity", "left"), ("files", "right"),
                          ("examples (reason)", "left")):  # fmt: skip
         table.add_column(col, justify=justify, overflow="fold")
     style = {"error": "red", "warning": "yellow", "info": "cyan"}
     for s in report["issues"]:
-        ex = "\n".join(escape(f"{e['path']}  ({e['reason']})") for e in s["examples"])
+        ex = Text("\n".join(safe_text(f"{e['path']}  ({e['reason']})") for e in s["examples"]))
         table.add_row(s["issue"], f"[{style[s['severity']]}]{s['severity']}", f"{s['files']:,}", ex)
     parts.append(table if report["issues"] else Text("No issues found."))
     d = report["duplicates"]
@@ -157,7 +201,7 @@ def render_rich(report: dict[str, Any]) -> Group:
         dup.add_row(f"pairs linked by {layer}", f"{n:,}")
     dup.add_row("duplicate groups", f"{d['groups']:,}")
     for pair, n in d["leakage_pairs_by_split_pair"].items():
-        dup.add_row(f"[red]leaked pairs {pair}", f"{n:,}")
+        dup.add_row(Text(f"leaked pairs {safe_text(pair)}", style="red"), f"{n:,}")
     parts.append(dup)
     rows = [(r["split"], r["label"], r["images"]) for r in report["split_label_counts"]]
     if rows:
@@ -170,7 +214,7 @@ def render_rich(report: dict[str, Any]) -> Group:
         fnd.add_row(
             f"[{style.get(f['severity'], 'white')}]{f['severity']}",
             f["finding"],
-            escape(f["message"]),
+            _plain(f["message"]),
         )
     parts.append(fnd)
     return Group(*parts)
@@ -184,12 +228,12 @@ def split_label_table(rows: list[tuple[str | None, str | None, int]]) -> Table:
     table = Table(title="images per label and split", title_justify="left")
     table.add_column("label")
     for s in splits:
-        table.add_column(s, justify="right")
+        table.add_column(_plain(s), justify="right")
     table.add_column("total", justify="right")
     shown = labels if len(labels) <= 50 else labels[:50]
     for lab in shown:
         per = [counts.get((s, lab), 0) for s in splits]
-        table.add_row(escape(lab), *[f"{n:,}" for n in per], f"{sum(per):,}")
+        table.add_row(_plain(lab), *[f"{n:,}" for n in per], f"{sum(per):,}")
     if len(labels) > len(shown):
         table.add_row(f"... {len(labels) - len(shown)} more labels", *[""] * (len(splits) + 1))
     totals = [sum(n for (s, _), n in counts.items() if s == sp) for sp in splits]

@@ -197,7 +197,9 @@ def test_unsupported_formats_are_named():
 @pytest.mark.parametrize(
     ("fmt", "ext", "expected"),
     [("JPEG", ".jpg", True), ("JPEG", ".JPEG", True), ("JPEG", ".png", False),
-     ("PNG", ".jpg", False), ("PNG", "", False), (None, ".jpg", None), ("XYZ", ".q", True)],
+     ("PNG", ".jpg", False), ("PNG", "", False), (None, ".jpg", None),
+         # a format outside the allow-list fits only its own extensions (issue 8, item 14)
+         ("PCX", ".pcx", True), ("PCX", ".jpg", False), ("XYZ", ".q", False)],
 )  # fmt: skip
 def test_extension_matches(fmt, ext, expected):
     assert extension_matches(fmt, ext) is expected

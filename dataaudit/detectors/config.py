@@ -1,8 +1,11 @@
-"""Every detector threshold in one place, with the defaults and where overrides come from.
+"""Every detector threshold in one place, with the defaults, their ranges and their sources.
 
-Precedence (later wins): built-in defaults, ``[tool.dataaudit]`` in ``ROOT/pyproject.toml``,
-``ROOT/dataaudit.toml``, an explicit ``--config FILE``, then ``--set section.key=value``.
-Example ``dataaudit.toml``::
+Precedence (later wins): built-in defaults, then, only when the user opts in
+(``--config-from-data``), ``[tool.dataaudit]`` in ``ROOT/pyproject.toml`` and
+``ROOT/dataaudit.toml``, then an explicit ``--config FILE``, then ``--set section.key=value``.
+Files inside the audited folder are data, not instructions: whoever ships the dataset could
+otherwise switch a check off (``min_correlation = 2.0`` hides all leakage). Every value is
+type- and range-checked (``z = nan`` is refused). Example ``dataaudit.toml``::
 
     [quality]
     z = 3.5
@@ -12,6 +15,7 @@ Example ``dataaudit.toml``::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -107,14 +111,15 @@ class DetectConfig:
         return asdict(self)
 
     def update(self, values: dict[str, Any], source: str) -> None:
-        """Apply ``{section: {key: value}}``; unknown names are errors, not silent no-ops."""
+        """Apply ``{section: {key: value}}``; unknown names and out-of-range values are errors."""
+        sections = {f.name for f in fields(self)}
         for section, items in values.items():
-            params = getattr(self, section, None)
-            if params is None or not isinstance(items, dict):
+            if section not in sections or not isinstance(items, dict):
                 raise DataAuditError(
                     f"unknown config section [{section}] in {source}",
-                    f"known sections: {', '.join(f.name for f in fields(self))}",
+                    f"known sections: {', '.join(sorted(sections))}",
                 )
+            params = getattr(self, section)
             known = {f.name: f for f in fields(params)}
             for key, value in items.items():
                 if key not in known:
@@ -122,18 +127,92 @@ class DetectConfig:
                         f"unknown setting {section}.{key} in {source}",
                         f"known: {', '.join(known)}",
                     )
-                setattr(params, key, _coerce(value, type(getattr(params, key)), f"{section}.{key}"))
+                name = f"{section}.{key}"
+                kind = type(getattr(params, key))
+                setattr(params, key, _check_range(_coerce(value, kind, name, source), name, source))
+
+    def check(self) -> None:
+        """Settings that only make sense together (an "always" bound inside its "never")."""
+        q = self.quality
+        for low, high in (
+            ("dark_always_mean", "dark_max_mean"),
+            ("light_min_mean", "light_always_mean"),
+            ("blurry_always_sharpness", "blurry_max_sharpness"),
+        ):
+            if getattr(q, low) > getattr(q, high):
+                raise DataAuditError(
+                    f"quality.{low} ({getattr(q, low)}) must not exceed quality.{high} "
+                    f"({getattr(q, high)})",
+                    "fix the config or the --set value",
+                )
 
 
-def _coerce(value: Any, kind: type, name: str) -> Any:
-    try:
-        if kind is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
+# Allowed closed range of every numeric setting. A setting missing here must still be
+# finite and >= 0 (every threshold of this project is non-negative).
+RANGES: dict[str, tuple[float, float]] = {
+    "integrity.unusual_mode_max_share": (0.0, 1.0),
+    "duplicates.phash_radius": (0, 64),  # bits of a 64-bit hash
+    "duplicates.dhash_radius": (0, 64),
+    "duplicates.min_correlation": (-1.0, 1.0),
+    "duplicates.embed_min_similarity": (-1.0, 1.0),
+    "duplicates.align_min_similarity": (-1.0, 1.0),
+    "duplicates.align_min_correlation": (-1.0, 1.0),
+    "quality.z": (0.1, 1000.0),
+    "quality.dark_max_mean": (0.0, 255.0),
+    "quality.dark_always_mean": (0.0, 255.0),
+    "quality.light_min_mean": (0.0, 255.0),
+    "quality.light_always_mean": (0.0, 255.0),
+    "quality.blurry_max_sharpness": (0.0, 100.0),
+    "quality.blurry_always_sharpness": (0.0, 100.0),
+    "quality.low_info_max_contrast": (0.0, 128.0),  # grey std of 8-bit values
+    "quality.low_info_max_entropy": (0.0, 8.0),  # bits of a 256-bin histogram
+    "quality.grayscale_max_share": (0.0, 1.0),
+    "geometry.tiny_side": (0, 1_000_000),
+    "geometry.size_factor": (1.0, 1e6),
+    "geometry.aspect_factor": (1.0, 1e6),
+    "geometry.z": (0.1, 1000.0),
+    "semantic.outlier_z": (0.1, 1000.0),
+    "semantic.label_max_own_share": (0.0, 1.0),
+    "balance.imbalance_ratio": (1.0, 1e9),
+    "balance.shift_tvd": (0.0, 1.0),
+    "balance.min_class_count": (0, 1_000_000_000),
+    "spurious.min_auc": (0.5, 1.0),
+    "spurious.min_class_count": (1, 1_000_000_000),
+}
+
+
+def _coerce(value: Any, kind: type, name: str, source: str) -> Any:
+    """Convert without silent loss: ``true`` is not a number, ``2.7`` is not an integer."""
+    bad = DataAuditError(f"{name} must be {kind.__name__}, got {value!r} in {source}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise DataAuditError(f"{name} must be {kind.__name__}, got {value!r}") from exc
+        raise bad
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise bad
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise bad from exc
+    if not math.isfinite(number):
+        raise DataAuditError(f"{name} must be a finite number, got {value!r} in {source}")
+    if kind is int:
+        if number != int(number):
+            raise bad
+        return int(number)
+    return number
+
+
+def _check_range(value: Any, name: str, source: str) -> Any:
+    if isinstance(value, bool):
+        return value
+    low, high = RANGES.get(name, (0.0, math.inf))
+    if not low <= value <= high:
+        shown = f"[{low}, {high}]" if math.isfinite(high) else f">= {low}"
+        raise DataAuditError(f"{name} = {value} is out of range in {source}", f"allowed: {shown}")
+    return value
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
@@ -148,26 +227,47 @@ def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+DATA_CONFIG_MARK = " (inside the audited data)"  # how such a source is named in the run record
+
+
+def data_config_files(root: Path | None) -> list[Path]:
+    """Config files shipped inside the audited folder (applied only on request)."""
+    if root is None:
+        return []
+    found = []
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:  # someone else's broken pyproject.toml is not our concern unless it names us
+            if _read_toml(pyproject).get("tool", {}).get("dataaudit"):
+                found.append(pyproject)
+        except DataAuditError:
+            pass
+    local = root / "dataaudit.toml"
+    if local.is_file():
+        found.append(local)
+    return found
+
+
 def load_config(
-    root: Path | None = None, config_file: Path | None = None, overrides: list[str] | None = None
+    root: Path | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    from_data: bool = False,
 ) -> tuple[DetectConfig, list[str]]:
-    """Build the config from defaults, files next to the data, and overrides.
+    """Build the config from defaults, (opted-in) files inside the data, a file, overrides.
 
     Returns the config and the list of sources that were applied, for the run record.
+    Files inside ``root`` are read only with ``from_data``; see :func:`data_config_files`.
     """
     cfg = DetectConfig()
     sources: list[str] = []
-    if root is not None:
-        pyproject = root / "pyproject.toml"
-        if pyproject.is_file():
-            section = _read_toml(pyproject).get("tool", {}).get("dataaudit")
-            if section:
-                cfg.update(section, str(pyproject))
-                sources.append(str(pyproject))
-        local = root / "dataaudit.toml"
-        if local.is_file():
-            cfg.update(_read_toml(local), str(local))
-            sources.append(str(local))
+    if from_data:
+        for path in data_config_files(root):
+            values = _read_toml(path)
+            if path.name == "pyproject.toml":
+                values = values["tool"]["dataaudit"]
+            cfg.update(values, str(path))
+            sources.append(f"{path}{DATA_CONFIG_MARK}")
     if config_file is not None:
         if not Path(config_file).is_file():
             raise DataAuditError(f"config file not found: {config_file}")
@@ -176,11 +276,18 @@ def load_config(
     if overrides:
         cfg.update(parse_set(overrides), "--set")
         sources.append("--set " + " ".join(overrides))
+    cfg.check()
     return cfg, sources
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataAuditError(
+            f"cannot read {path}: not UTF-8 text (byte {exc.start})", "save it as UTF-8 TOML"
+        ) from exc
+    except OSError as exc:
+        raise DataAuditError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
         raise DataAuditError(f"cannot read {path}: {exc}", "fix the TOML syntax") from exc

@@ -3,7 +3,8 @@
 ``corrupt``: unreadable, truncated, empty, not an image, or failing a checksum.
 ``wrong_extension``: the bytes are one format and the name says another.
 Informational (not errors): ``decompression_bomb`` (too many pixels to decode safely),
-``unsupported_format`` (needs a codec Pillow lacks here), ``unusual_mode`` (CMYK, 16-bit,
+``unsupported_format`` (needs a codec Pillow lacks here, or a format outside the
+allow-list in ``scan.decode``, e.g. EPS, which would hand PostScript to Ghostscript), ``unusual_mode`` (CMYK, 16-bit,
 palette or alpha in a dataset that is mostly something else), ``exif_rotated`` (the pixels
 a loader sees are rotated unless it applies EXIF orientation), ``animated`` (more than
 one frame), ``trailing_data`` (bytes after the JPEG end marker).
@@ -54,9 +55,7 @@ def detect_integrity(ctx: DetectContext) -> pl.DataFrame:
             unsupported,
             "unsupported_format",
             pl.lit(1.0),
-            pl.format(
-                "{} needs a codec this Pillow lacks: {}", pl.col("format"), pl.col("error_message")
-            ),
+            pl.format("{} is not decoded here: {}", pl.col("format"), pl.col("error_message")),
         )  # fmt: skip
     )
     out.append(_unusual_mode(ctx))

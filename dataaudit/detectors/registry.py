@@ -36,7 +36,7 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
     ),
     "label_error": ("warning", "its nearest neighbours carry another label"),
     "decompression_bomb": ("info", "too many pixels to decode safely"),
-    "unsupported_format": ("info", "needs a codec Pillow lacks here"),
+    "unsupported_format": ("info", "a codec Pillow lacks here, or a format never decoded"),
     "unusual_mode": ("info", "colour mode (CMYK, 16-bit, palette, alpha) rare in this dataset"),
     "exif_rotated": ("info", "EXIF orientation set: loaders may see it rotated"),
     "animated": ("info", "more than one frame"),

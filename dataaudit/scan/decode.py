@@ -56,6 +56,11 @@ FORMAT_EXTENSIONS: dict[str, frozenset[str]] = {
     "HEIF": frozenset({".heic", ".heif"}),
 }
 
+# The only Pillow plugins a file may reach, whatever its name or bytes: everything else
+# (EPS, which hands PostScript to Ghostscript; PCX, SGI, FITS, ... which match loosely) is
+# recorded as an unsupported format and never decoded. MPO comes through the JPEG plugin.
+ALLOWED_FORMATS: tuple[str, ...] = tuple(f for f in FORMAT_EXTENSIONS if f != "MPO")
+
 _OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 # Pillow's own hard limit is twice MAX_IMAGE_PIXELS (about 179 megapixels).
@@ -137,8 +142,16 @@ def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, knowing the size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=_allowed_formats())
     except Exception as exc:
+        other = _disallowed_format(data) if sniffed is None else None
+        if other is not None:
+            return Decoded(
+                "unsupported",
+                "DisallowedFormat",
+                f"{other} is not among the formats dataaudit decodes; not decoded",
+                format=other,
+            )
         if sniffed is None:
             return Decoded("not_image", "NotAnImage", describe_non_image(data))
         status = "unsupported" if sniffed in _NEEDS_PLUGIN else "unreadable"
@@ -197,6 +210,31 @@ def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
     return d
 
 
+def _allowed_formats() -> list[str]:
+    """The allow-list, less plugins this Pillow lacks (a HEIF plugin registers on import)."""
+    Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+
+
+def _disallowed_format(data: bytes) -> str | None:
+    """Name a format Pillow knows but we do not decode, from its signature check alone.
+
+    Only the plugins' ``accept`` tests run (byte comparisons on the first 16 bytes); no
+    plugin opens the file. Plugins without a signature (they accept anything) are skipped.
+    """
+    prefix = data[:16]
+    for name, (_factory, accept) in Image.OPEN.items():
+        if name in ALLOWED_FORMATS or accept is None:
+            continue
+        try:
+            match = accept(prefix)
+        except Exception:  # a plugin's check failing on odd bytes is not a match
+            continue
+        if match and not isinstance(match, str):  # a str is Pillow's "almost, but" warning
+            return name
+    return None
+
+
 def _ends_early(data: bytes, sniffed: str, exc: BaseException) -> bool:
     """Whether a header that failed to parse looks cut short rather than malformed."""
     msg = str(exc).lower()
@@ -236,8 +274,8 @@ def extension_matches(fmt: str | None, ext: str) -> bool | None:
     if fmt is None:
         return None
     allowed = FORMAT_EXTENSIONS.get(fmt)
-    if allowed is None:
-        return True  # a format we do not map: give it the benefit of the doubt
+    if allowed is None:  # a format we do not decode: only its own extensions fit
+        allowed = {e for e, f in Image.registered_extensions().items() if f == fmt}
     return ext.lower() in allowed
 
 

@@ -99,6 +99,7 @@ def scan(
         found = planning.stage_discovered(con, root, index_path, labels)
         summary = ScanSummary(str(root), str(index_path), found.layout, run_id)
         summary.files_seen = found.files_seen
+        summary.warnings.extend(found.warnings)
         planning.invalidate_old_measurements(con)
         work = planning.plan(con, found.files_seen, options.embed)
         summary.apply_plan(work)

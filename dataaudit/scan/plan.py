@@ -32,6 +32,7 @@ class Discovery:
     files_seen: int
     layout: str
     disk_names: dict[str, str] = field(default_factory=dict)  # stored path -> name on disk
+    warnings: list[str] = field(default_factory=list)  # e.g. labels-file rows matching nothing
 
 
 @dataclass
@@ -86,9 +87,19 @@ def stage_discovered(
             "UPDATE _scan_seen SET label = l.label, split = coalesce(l.split, _scan_seen.split) "
             "FROM _labels l WHERE l.path = _scan_seen.path"
         )
+        unmatched, example = con.execute(
+            "SELECT count(*), min(path) FROM _labels "
+            "WHERE path NOT IN (SELECT path FROM _scan_seen)"
+        ).fetchall()[0]
         con.unregister("_labels")
+        warning = discover.unmatched_labels_warning(labels.height, unmatched, example)
     seen = con.execute("SELECT count(*) FROM _scan_seen").fetchall()[0][0]
-    return Discovery(seen, _layout(con, labels is not None), disk_names)
+    return Discovery(
+        seen,
+        _layout(con, labels is not None),
+        disk_names,
+        [warning] if labels is not None and warning else [],
+    )
 
 
 def _index_files(index_path: Path) -> list[Path]:

@@ -33,6 +33,7 @@ class ScanSummary:
     elapsed_s: float = 0.0
     split_label_counts: list[tuple[str | None, str | None, int]] = field(default_factory=list)
     status: str = "completed"
+    warnings: list[str] = field(default_factory=list)  # for the user, e.g. unmatched labels
 
     def counts(self) -> dict[str, Any]:
         skip = {"root", "index_path", "split_label_counts", "run_id"}

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -47,20 +48,50 @@ def default_index_path(root: Path) -> Path:
     return fallback_index_dir(root) / INDEX_FILE_NAME
 
 
-def find_index(path: str | Path) -> Path:
-    """Locate an existing index from a dataset folder (or accept the index file itself)."""
+def index_candidates(path: str | Path) -> list[Path]:
+    """The existing indexes of a dataset folder, newest first.
+
+    A folder can have two: ``ROOT/.dataaudit/index.duckdb`` from when it was writable and
+    the cache copy written after it became read-only (see :func:`default_index_path`).
+    """
+    p = Path(path).expanduser()
+    found = [
+        c
+        for c in (p / INDEX_DIR_NAME / INDEX_FILE_NAME, fallback_index_dir(p) / INDEX_FILE_NAME)
+        if c.is_file()
+    ]
+    return sorted(found, key=_last_written, reverse=True)
+
+
+def _last_written(index: Path) -> int:
+    """When the index last changed: the file or its write-ahead log, whichever is later."""
+    wal = Path(f"{index}.wal")
+    times = [index.stat().st_mtime_ns] + ([wal.stat().st_mtime_ns] if wal.is_file() else [])
+    return max(times)
+
+
+def find_index(path: str | Path, note: Callable[[str], None] | None = None) -> Path:
+    """Locate an existing index from a dataset folder (or accept the index file itself).
+
+    Never creates one. With two candidates the most recently written wins, and ``note``
+    (if given) is told which one was taken and which one was left.
+    """
     p = Path(path).expanduser()
     if p.is_file():
         return p
     if not p.exists():
         raise DataAuditError(f"path does not exist: {path}", "pass the dataset folder you scanned")
-    for candidate in (
-        p / INDEX_DIR_NAME / INDEX_FILE_NAME,
-        fallback_index_dir(p) / INDEX_FILE_NAME,
-    ):
-        if candidate.is_file():
-            return candidate
-    raise DataAuditError(f"no index found for {path}", f"run `dataaudit scan {path}` first")
+    if not p.is_dir():
+        raise DataAuditError(f"not a folder or an index file: {path}")
+    found = index_candidates(p)
+    if not found:
+        raise DataAuditError(f"no index found for {path}", f"run `dataaudit scan {path}` first")
+    if len(found) > 1 and note is not None:
+        note(
+            f"two indexes exist for {path}; using the newer {found[0]} "
+            f"(ignoring the older {found[1]}; delete it or pass --db to choose)"
+        )
+    return found[0]
 
 
 def _check_is_duckdb(db_path: Path) -> None:
@@ -82,12 +113,19 @@ def _check_is_duckdb(db_path: Path) -> None:
         )
 
 
-def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating if needed) an index and make sure its schema is current."""
+def open_index(
+    db_path: str | Path, read_only: bool = False, create: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Open an index and, for writing, make sure its schema is current.
+
+    ``create=False`` (every command that reads an index, ``detect`` included) refuses a
+    missing or empty file instead of creating it, so a typo in ``--db`` is an error.
+    A DuckDB file that another program made is never given dataaudit's tables.
+    """
     db_path = Path(db_path)
     _check_is_duckdb(db_path)
-    if read_only and not db_path.exists():
-        raise DataAuditError(f"no index at {db_path}", "run `dataaudit scan` first")
+    if (read_only or not create) and not db_path.is_file():
+        raise DataAuditError(f"no index at {db_path}", "check the path, or run `dataaudit scan`")
     if not read_only:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -108,6 +146,7 @@ def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyC
             f"cannot open index {db_path}: {exc}", "pass another --db path or delete the file"
         ) from exc
     try:
+        _check_ours(con, db_path, may_be_empty=create and not read_only)
         if not read_only:
             ensure_schema(con)
         else:
@@ -116,6 +155,35 @@ def open_index(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyC
         con.close()  # a refused index must not stay open (and locked) in this process
         raise
     return con
+
+
+def _check_ours(con: duckdb.DuckDBPyConnection, db_path: Path, may_be_empty: bool) -> None:
+    """Refuse a DuckDB file that is not a dataaudit index (before any table is added)."""
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() ORDER BY table_name"
+        ).fetchall()
+    ]
+    if "meta" in tables and get_meta(con, "schema_version") is not None:
+        if may_be_empty or get_meta(con, "root") is not None:
+            return
+        raise DataAuditError(
+            f"the index {db_path} holds no scan yet", "run `dataaudit scan` to fill it"
+        )
+    if not tables:
+        if may_be_empty:
+            return
+        raise DataAuditError(
+            f"{db_path} is an empty database, not a dataaudit index",
+            "check the path, or run `dataaudit scan` to create it",
+        )
+    shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+    raise DataAuditError(
+        f"{db_path} is a DuckDB database of another program (tables: {shown})",
+        "pass another --db path; dataaudit will not add its tables to it",
+    )
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
