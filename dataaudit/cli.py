@@ -543,15 +543,16 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         _error_line("dataaudit: interrupted")
         return 130
-    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
-        ctx = getattr(exc, "ctx", None)
-        see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        _error_line(f"dataaudit: error: {exc.format_message()}{see}")
-        return 2
     except DataAuditError as exc:
         _error_line(f"dataaudit: error: {exc}")
         return 2
-    except Exception as exc:  # the last resort: one line, the traceback in a log file
+    except Exception as exc:
+        if _is_click_error(exc):  # a usage error: bad option, missing argument, bad value
+            ctx = getattr(exc, "ctx", None)
+            see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _error_line(f"dataaudit: error: {exc.format_message()}{see}")
+            return 2
+        # The last resort: one line, the traceback in a log file.
         cause = _disk_error(exc)
         if cause is not None:
             _error_line(
@@ -566,6 +567,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     return rc if isinstance(rc, int) else 0
+
+
+def _is_click_error(exc: Exception) -> bool:
+    """click's ClickException family, from whichever copy raised it: typer >= 0.26 vendors
+    click as a private module, older typer uses the click package. Matching by interface
+    keeps this file off private imports and working with both."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(
+        getattr(exc, "exit_code", None), int
+    )
 
 
 _DISK_ERRNOS = frozenset({28, 27, 122})  # ENOSPC, EFBIG, EDQUOT

@@ -433,3 +433,18 @@ def test_labels_that_match_no_file_are_warned(tmp_path, make_image, cli, index_r
     assert rc == 0 and "warning" not in err
     assert {p: r["label"] for p, r in index_rows(root / ".dataaudit" / "index.duckdb").items()} == {
         "a.png": "cat", "b.png": "dog"}  # fmt: skip
+
+
+def test_the_cli_imports_no_private_module():
+    """Issue 7: ``cli.py`` used ``typer._click``; usage errors are now matched by interface."""
+    import ast
+
+    import dataaudit.cli
+
+    tree = ast.parse(Path(dataaudit.cli.__file__).read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    private = [
+        m for m in names if m != "__future__" and any(p.startswith("_") for p in m.split("."))
+    ]
+    assert not private
