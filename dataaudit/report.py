@@ -159,7 +159,7 @@ def _markdown_balance(rows: list[dict[str, Any]]) -> list[str]:
 
 def _md(text: str) -> str:
     """A user string (file name, label) inside a Markdown table cell, on one line."""
-    return safe_text(str(text).replace("|", "\\|").replace("\n", " "))
+    return safe_text(str(text).replace("|", "\\|"))  # line breaks become escapes
 
 
 def _plain(text: object) -> Text:
