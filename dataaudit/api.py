@@ -10,6 +10,8 @@ The CLI, the app, training and export are thin layers over these functions::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,8 @@ from typing import Any
 from dataaudit.detectors.config import DetectConfig
 from dataaudit.detectors.config import load_config as _load_config
 from dataaudit.detectors.runner import DetectResult
-from dataaudit.errors import DataAuditError
+from dataaudit.discover import load_labels, resolve_root
+from dataaudit.errors import DataAuditError, IndexBusyError
 from dataaudit.index import Index
 from dataaudit.store import access
 from dataaudit.store import db as store
@@ -33,7 +36,8 @@ def open_index(path_or_db: str | Path, read_only: bool = True) -> Index:
     go through :func:`scan`, :func:`detect` and the training module.
     """
     p = Path(path_or_db).expanduser()
-    db_path = store.find_index(p)
+    db_path = store.find_index(p)  # never creates one; warns when two exist
+    store.check_index(db_path)  # another program's DuckDB file, or an empty one: refused
     return Index(db_path, root=p if p.is_dir() else None)
 
 
@@ -41,10 +45,18 @@ def load_config(
     root: str | Path | None = None,
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
+    from_data: bool = False,
 ) -> DetectConfig:
-    """Detector thresholds: defaults, then config files, then ``section.key=value`` overrides."""
+    """Detector thresholds: defaults, then config files, then ``section.key=value`` overrides.
+
+    Config files inside ``root`` (``dataaudit.toml``, ``[tool.dataaudit]``) apply only with
+    ``from_data=True``; otherwise a warning says they were ignored.
+    """
     cfg, _sources = _load_config(
-        Path(root) if root else None, Path(config_file) if config_file else None, overrides
+        Path(root) if root else None,
+        Path(config_file) if config_file else None,
+        overrides,
+        from_data=from_data,
     )
     return cfg
 
@@ -107,11 +119,16 @@ def scan(
     config: DetectConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_start: Callable[[str, int], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    work_dir: str | None = None,
 ) -> Index:
     """Index ``path`` (incrementally), embed it, run the detectors, return its :class:`Index`.
 
     ``embed`` may be a ready embedding stage (from :func:`embed_stage`). The summary of the
     scan is on ``index.last_scan``; the detection result on ``index.last_detect``.
+    ``engine="ray"`` measures on Ray Data (``address``: a cluster; ``work_dir``: its run
+    folders); only it reads object-store URLs (``s3://``, ``gs://``, with ``db`` given).
     """
     from dataaudit.scan.measure import MeasureConfig
     from dataaudit.scan.pipeline import ScanOptions
@@ -128,8 +145,25 @@ def scan(
         measure=MeasureConfig(thumb_size=thumb_size),
         embed=stage,
     )
-    root = Path(path).expanduser()
-    db_path = Path(db).expanduser().resolve() if db else store.default_index_path(root.resolve())
+    remote = "://" in str(path)
+    if engine not in ("local", "ray"):
+        raise DataAuditError(f"unknown engine {engine!r}", "use --engine local or --engine ray")
+    if engine == "local" and (remote or address or work_dir):
+        raise DataAuditError(
+            "object-store URLs, --address and --work-dir need --engine ray",
+            'pip install "dataaudit[ray]" and add --engine ray',
+        )
+    if remote and db is None:
+        raise DataAuditError(
+            f"an index for {path} needs a local file", "pass --db PATH/index.duckdb"
+        )
+    root = None if remote else resolve_root(path)  # before anything is written next to it
+    if labels:
+        load_labels(labels)  # a bad labels file fails before anything is written
+    db_path = Path(db).expanduser().resolve() if db else store.default_index_path(root)
+    if db_path.is_file():  # another program's DuckDB file is refused before it is copied
+        with contextlib.suppress(IndexBusyError):  # held: the writer's own wait and message
+            store.check_index(db_path, may_be_empty=True)
     last_write = [0.0]
 
     def report(done: int, total: int) -> None:
@@ -140,9 +174,14 @@ def scan(
         if progress:
             progress(done, total)
 
+    if engine == "ray":
+        from dataaudit.scan import ray_engine
+
+        run_scan = functools.partial(ray_engine.scan, address=address, work_dir=work_dir)
     with access.writing(db_path, "scan"):
-        summary = run_scan(root, db_path, options, progress=report, on_start=on_start)
-    idx = Index(summary.index_path, root=summary.root)
+        summary = run_scan(path if remote else root, db_path, options, progress=report,
+                           on_start=on_start)  # fmt: skip
+    idx = Index(summary.index_path, root=None if remote else summary.root)
     idx.last_scan = summary
     if detect:
         idx.last_detect = _run_detect(idx, config)

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -137,42 +138,27 @@ def scan(
     Re-running is incremental: only new and changed files are read. PATH may be an object
     store URL (s3://, gs://) with --engine ray.
     """
-    from functools import partial
+    from dataaudit import api
 
-    from dataaudit.scan.measure import MeasureConfig
-    from dataaudit.scan.pipeline import ScanOptions
-    from dataaudit.scan.pipeline import scan as run_scan
-
-    if engine not in ("local", "ray"):
-        raise DataAuditError(f"unknown engine {engine!r}", "use --engine local or --engine ray")
-    if engine == "ray":
-        from dataaudit.scan import ray_engine
-
-        run_scan = partial(ray_engine.scan, address=address, work_dir=work_dir)
-    elif address or work_dir or "://" in path:
-        raise DataAuditError(
-            "object-store URLs, --address and --work-dir need --engine ray",
-            'pip install "dataaudit[ray]" and add --engine ray',
-        )
-
-    options = ScanOptions(
-        workers=workers,
-        labels_file=str(labels) if labels else None,
-        measure=MeasureConfig(thumb_size=thumb_size),
-        embed=_embed_stage(embed_model, embed_weights, embed_size, device) if embed else None,
-    )
+    root = None if "://" in path else Path(path)
+    settings = _settings(root if root and root.is_dir() else None, config, set_, config_from_data)
     show = not quiet and sys.stderr.isatty()
     with _progress(show) as bar:
         task = bar.add_task("measuring", total=None)
 
         def on_start(layout: str, todo: int) -> None:
-            err_console.print(f"layout: {layout}; {todo:,} file(s) to read")
+            err_console.print(f"layout: {_safe_markup(layout)}; {todo:,} file(s) to read")
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         try:
-            summary = run_scan(path, db, options, progress=progress, on_start=on_start)
+            idx = api.scan(
+                path, db, workers=workers, labels=labels, thumb_size=thumb_size, embed=embed,
+                embed_model=embed_model, embed_weights=embed_weights, embed_size=embed_size,
+                device=device, detect=False, progress=progress, on_start=on_start,
+                engine=engine, address=address, work_dir=work_dir,
+            )  # fmt: skip
         except KeyboardInterrupt:
             bar.stop()
             _error_line(
@@ -180,30 +166,11 @@ def scan(
                 "Run the same command again to finish."
             )
             raise typer.Exit(130) from None
-    print_scan_summary(summary)
-    for warning in getattr(summary, "warnings", []):
+    print_scan_summary(idx.last_scan)
+    for warning in idx.last_scan.warnings:
         _warn(warning)
     if detect:
-        _detect_and_summarise(
-            Path(summary.root), Path(summary.index_path), config, set_, config_from_data
-        )
-
-
-def _embed_stage(model: str, weights: str | None, size: int | None, device: str | None):  # noqa: ANN202
-    """Build the embedding stage and load its model now, so bad weights fail before the scan."""
-    try:
-        from dataaudit.embed.spec import PACKAGE_WEIGHTS, EmbedSpec
-        from dataaudit.embed.stage import EmbedStage
-    except ImportError as exc:  # torch missing
-        raise DataAuditError(
-            f"embeddings need torch ({exc})",
-            "pip install dataaudit with its dependencies, or --no-embed",
-        ) from exc
-    if weights == "package":
-        weights = PACKAGE_WEIGHTS
-    stage = EmbedStage(EmbedSpec.for_backbone(model, weights, size), device=device)
-    stage.load()
-    return stage
+        _detect_and_summarise(idx, settings, str(root))
 
 
 @app.command("detect")
@@ -215,30 +182,24 @@ def detect_cmd(
     config_from_data: FromDataOpt = False,
 ) -> None:
     """Re-run the detectors on an existing index (fast: no image is reopened)."""
-    index = db or _find_index(path)
     root = Path(path) if Path(path).is_dir() else None
-    _detect_and_summarise(root, index, config, set_, config_from_data)
+    settings = _settings(root, config, set_, config_from_data)
+    _detect_and_summarise(_open(path, db), settings, str(path))
 
 
-def _detect_and_summarise(
-    root: Path | None,
-    index: Path,
-    config: Path | None,
-    overrides: list[str] | None,
-    from_data: bool,
-) -> None:
-    from dataaudit.detectors.config import data_config_files, load_config
+def _settings(root: Path | None, config: Path | None, overrides: list[str] | None, from_data: bool):  # noqa: ANN202 - (DetectConfig, sources), imported lazily
+    """Detector settings and the list of their sources, checked before any work starts."""
+    from dataaudit.detectors.config import load_config
+
+    return load_config(root, config, overrides, from_data=from_data)
+
+
+def _detect_and_summarise(idx, settings, shown_path: str) -> None:  # noqa: ANN001 - Index
+    from dataaudit import api
     from dataaudit.detectors.registry import ISSUE_TYPES
-    from dataaudit.detectors.runner import run_detectors
-    from dataaudit.store import db as store
 
-    cfg, sources = load_config(root, config, overrides, from_data=from_data)
-    _announce_data_configs(data_config_files(root), from_data)
-    con = store.open_index(index, create=False)
-    try:
-        result = run_detectors(con, cfg, sources)
-    finally:
-        con.close()
+    cfg, sources = settings
+    result = api.detect(idx, cfg, sources=sources)
     counts = result.counts()
     console.print(f"[bold]Detectors[/bold] ran in {result.elapsed_s:.1f} s (run {result.run_id})")
     console.print(f"  settings: {_safe_markup('; '.join(sources) or 'built-in defaults')}")
@@ -249,29 +210,16 @@ def _detect_and_summarise(
     if result.findings:
         warnings = [f for f in result.findings if f.severity != "info"]
         console.print(f"  dataset-level findings: {len(warnings)} warning(s)")
-    console.print(
-        f"Run `dataaudit report {_safe_markup(str(root or index))}` for details and examples."
-    )
+    console.print(f"Run `dataaudit report {_safe_markup(shown_path)}` for details and examples.")
 
 
-def _announce_data_configs(files: list[Path], applied: bool) -> None:
-    """Config shipped inside the audited data never acts silently."""
-    if not files:
-        return
-    names = ", ".join(str(f) for f in files)
-    if applied:
-        _warn(f"applying detector settings from inside the audited data: {names}")
-    else:
-        _warn(
-            f"not applying config file(s) inside the audited data: {names} "
-            "(pass --config-from-data to apply them, or --config FILE)"
-        )
+def _open(path: Path, db: Path | None):  # noqa: ANN202 - Index, imported lazily
+    """The index of PATH (or ``--db``): never created, refused if not a dataaudit index."""
+    from dataaudit import api
 
-
-def _find_index(path: Path) -> Path:
-    from dataaudit.store import db as store
-
-    return store.find_index(path, note=_note)
+    if db is not None and not Path(db).is_file():
+        raise DataAuditError(f"no index at {db}", "check --db, or run `dataaudit scan` first")
+    return api.open_index(db or path)
 
 
 @app.command()
@@ -293,16 +241,12 @@ def report(
     detectors have not run since the last scan (a gate that never ran must not pass).
     """
     from dataaudit.report import build_report, render_json, render_markdown, render_rich
-    from dataaudit.store import db as store
 
     if format not in ("rich", "json", "markdown"):
         raise DataAuditError(f"unknown format {format!r}", "use rich, json or markdown")
     gate = _issue_types(fail_on) if fail_on else []
-    con = store.open_index(db or _find_index(path), read_only=True)
-    try:
+    with _open(path, db).connect() as con:
         data = build_report(con, examples)
-    finally:
-        con.close()
     if fail_on and not data["detect_current"]:
         raise DataAuditError(
             f"--fail-on needs detector results newer than the last scan: {data['detect_state']}",
@@ -338,17 +282,10 @@ def issues_cmd(
     ] = "csv",
 ) -> None:
     """Machine-readable findings: CSV with path,issue,group,score, or the flagged paths."""
-    from dataaudit.queries import index as q
-    from dataaudit.store import db as store
-
     if format not in ("csv", "paths", "paths0"):
         raise DataAuditError(f"unknown format {format!r}", "use csv, paths or paths0")
     types = _issue_types(",".join(type_)) if type_ else None
-    con = store.open_index(db or _find_index(path), read_only=True)
-    try:
-        rows = q.issues(con, types)
-    finally:
-        con.close()
+    rows = _open(path, db).issues(types)
     if format in ("paths", "paths0"):
         _write_paths(rows["path"].unique(maintain_order=True).to_list(), nul=format == "paths0")
         return
@@ -536,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         args = ["--help"]
     try:
-        # Without standalone mode, click *returns* the code of a typer.Exit (e.g. 130).
-        rc = app(args=args, standalone_mode=False, prog_name="dataaudit")
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            # Without standalone mode, click *returns* the code of a typer.Exit (e.g. 130).
+            rc = app(args=args, standalone_mode=False, prog_name="dataaudit")
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
@@ -631,8 +571,9 @@ def _safe_markup(text: str) -> str:
     return escape(safe_text(text))
 
 
-def _note(text: str) -> None:
-    _error_line(f"dataaudit: note: {text}")
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A Python warning (ours or a library's) as one line, not a source excerpt."""
+    _warn(str(message))
 
 
 def _warn(text: str) -> None:

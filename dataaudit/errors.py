@@ -23,3 +23,9 @@ class IndexBusyError(DataAuditError):
     def __init__(self, message: str, hint: str = "", progress: dict | None = None) -> None:
         super().__init__(message, hint)
         self.progress = progress or {}
+
+
+class DataAuditWarning(UserWarning):
+    """Something the user should know that does not stop the command (which index was
+    picked of two, a config file inside the data that was ignored). The CLI prints each
+    as one ``dataaudit: warning:`` line; in Python they are ordinary warnings."""

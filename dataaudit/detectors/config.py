@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import tomllib
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dataaudit.errors import DataAuditError
+from dataaudit.errors import DataAuditError, DataAuditWarning
 
 
 @dataclass
@@ -261,8 +262,19 @@ def load_config(
     """
     cfg = DetectConfig()
     sources: list[str] = []
+    in_data = data_config_files(root)
+    if in_data:
+        names = ", ".join(str(p) for p in in_data)
+        warnings.warn(
+            f"applying detector settings from inside the audited data: {names}"
+            if from_data
+            else f"not applying config file(s) inside the audited data: {names} "
+            "(pass --config-from-data / from_data=True to apply them, or --config FILE)",
+            DataAuditWarning,
+            stacklevel=2,
+        )
     if from_data:
-        for path in data_config_files(root):
+        for path in in_data:
             values = _read_toml(path)
             if path.name == "pyproject.toml":
                 values = values["tool"]["dataaudit"]

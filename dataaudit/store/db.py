@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+import warnings
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 
 from dataaudit.discover import INDEX_DIR_NAME
-from dataaudit.errors import DataAuditError
+from dataaudit.errors import DataAuditError, DataAuditWarning
 from dataaudit.store import access
 
 SCHEMA_VERSION = 1
@@ -70,11 +70,11 @@ def _last_written(index: Path) -> int:
     return max(times)
 
 
-def find_index(path: str | Path, note: Callable[[str], None] | None = None) -> Path:
+def find_index(path: str | Path) -> Path:
     """Locate an existing index from a dataset folder (or accept the index file itself).
 
-    Never creates one. With two candidates the most recently written wins, and ``note``
-    (if given) is told which one was taken and which one was left.
+    Never creates one. With two candidates the most recently written wins, and a
+    :class:`DataAuditWarning` names the one taken and the one left.
     """
     p = Path(path).expanduser()
     if p.is_file():
@@ -86,12 +86,26 @@ def find_index(path: str | Path, note: Callable[[str], None] | None = None) -> P
     found = index_candidates(p)
     if not found:
         raise DataAuditError(f"no index found for {path}", f"run `dataaudit scan {path}` first")
-    if len(found) > 1 and note is not None:
-        note(
+    if len(found) > 1:
+        warnings.warn(
             f"two indexes exist for {path}; using the newer {found[0]} "
-            f"(ignoring the older {found[1]}; delete it or pass --db to choose)"
+            f"(ignoring the older {found[1]}; delete it or pass --db to choose)",
+            DataAuditWarning,
+            stacklevel=2,
         )
     return found[0]
+
+
+def check_index(db_path: Path, may_be_empty: bool = False) -> None:
+    """Refuse a file that is not a dataaudit index (``may_be_empty``: or an empty database),
+    before a reader trusts it or a writer snapshots it or adds tables to it."""
+    _check_is_duckdb(db_path)
+    con, _snapshot = access.connect_read(db_path)  # the snapshot while a scan writes
+    try:
+        _check_ours(con, db_path, may_be_empty=may_be_empty)
+        _check_version(con)
+    finally:
+        con.close()
 
 
 def _check_is_duckdb(db_path: Path) -> None:
