@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from dataaudit.detectors.config import RANGES, DetectConfig, load_config
-from dataaudit.errors import DataAuditError
+from dataaudit.errors import DataAuditError, DataAuditWarning
 from dataaudit.scan.decode import decode
 from dataaudit.store.db import fallback_index_dir
 
@@ -110,6 +110,10 @@ def test_readers_take_the_newest_of_two_indexes_and_say_so(data, cli, make_image
     assert "train/cat/broken.png" in out
     rc, out, err = cli("detect", data)
     assert rc == 0 and str(cache) in err
+    import dataaudit as da
+
+    with pytest.warns(DataAuditWarning, match="two indexes exist"):
+        assert da.open_index(data).db_path == cache.resolve()
     os.utime(cache, ns=(1, 1))
     for suffix in (".wal",):
         Path(f"{cache}{suffix}").unlink(missing_ok=True)
@@ -174,11 +178,13 @@ def test_pyproject_inside_the_data_is_opt_in(data, cli):
     assert cli("scan", data, *FAST)[0] == 0
     rc, out, err = cli("detect", data)
     assert rc == 0 and "not applying" in err and "pyproject.toml" in err
-    cfg, sources = load_config(data, from_data=True)
+    with pytest.warns(DataAuditWarning, match="applying detector settings from inside"):
+        cfg, sources = load_config(data, from_data=True)
     assert cfg.duplicates.min_correlation == 0.1 and "pyproject.toml" in sources[0]
-    assert (
-        load_config(data)[0].duplicates.min_correlation == DetectConfig().duplicates.min_correlation
-    )
+    with pytest.warns(DataAuditWarning, match="not applying .*pyproject.toml"):
+        cfg, sources = load_config(data)
+    assert cfg.duplicates.min_correlation == DetectConfig().duplicates.min_correlation
+    assert sources == []
 
 
 @pytest.mark.parametrize(
