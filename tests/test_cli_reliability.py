@@ -454,3 +454,10 @@ def test_the_cli_imports_no_private_module():
         m for m in names if m != "__future__" and any(p.startswith("_") for p in m.split("."))
     ]
     assert not private
+
+
+def test_bad_settings_fail_before_the_scan_starts(data, cli):
+    """A scan of a million files must not end in a config error: settings are checked first."""
+    rc, out, err = cli("scan", data, *SCAN, "--set", "quality.z=nan")
+    one_error_line(rc, err, "quality.z must be a finite number")
+    assert out == "" and not (data / ".dataaudit").exists()
