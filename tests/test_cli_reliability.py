@@ -206,17 +206,21 @@ def test_toml_values_are_checked_too(tmp_path):
     cfg_file.write_text("[quality]\nz = nan\n")  # TOML has a nan literal
     with pytest.raises(DataAuditError, match="finite"):
         load_config(config_file=cfg_file)
-    cfg_file.write_text("[geometry]\ntiny_side = true\n")
+    cfg_file.write_text("[balance]\nmin_class_count = true\n")
     with pytest.raises(DataAuditError, match="must be int"):
         load_config(config_file=cfg_file)
 
 
-def test_every_range_names_a_real_setting():
-    cfg = DetectConfig().to_dict()
-    for name, (low, high) in RANGES.items():
-        section, key = name.split(".")
-        assert key in cfg[section], name
-        assert low <= cfg[section][key] <= high, f"the default of {name} is out of its range"
+def test_every_setting_has_a_range_holding_its_default():
+    """Range-check every value: a new threshold must come with its allowed range."""
+    for section, values in DetectConfig().to_dict().items():
+        for key, default in values.items():
+            if isinstance(default, bool):
+                continue
+            name = f"{section}.{key}"
+            assert name in RANGES, f"{name} has no range in detectors/config.py RANGES"
+            low, high = RANGES[name]
+            assert low <= default <= high, f"the default of {name} is out of its range"
 
 
 # ------------------------------------------------------ 13: names with line breaks
