@@ -210,7 +210,10 @@ def _detect_and_summarise(idx, settings, shown_path: str) -> None:  # noqa: ANN0
     if result.findings:
         warnings = [f for f in result.findings if f.severity != "info"]
         console.print(f"  dataset-level findings: {len(warnings)} warning(s)")
-    console.print(f"Run `dataaudit report {_safe_markup(shown_path)}` for details and examples.")
+    console.print(  # a path is never wrapped: it stays one line to copy
+        f"Run `dataaudit report {_safe_markup(shown_path)}` for details and examples.",
+        soft_wrap=True,
+    )
 
 
 def _open(path: Path, db: Path | None):  # noqa: ANN202 - Index, imported lazily
@@ -377,7 +380,7 @@ def export_cmd(
         use_decisions=not ignore_decisions,
         relabel_above=relabel_above,
     )
-    index = da.open_index(db or path)
+    index = _open(path, db)
     kwargs = dict(rules=rules, resplit=resplit, group_by=group_by, labels_file=labels,
                   seed=seed, mode=mode, force=force, dry_run=dry_run)  # fmt: skip
     with _progress(not quiet and not dry_run and sys.stderr.isatty()) as bar:
@@ -390,11 +393,11 @@ def export_cmd(
             _error_line(f"dataaudit: export interrupted; nothing was written to {out}")
             raise typer.Exit(130) from None
     for line in describe(result):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(safe_text(line, keep="\n"), markup=False, highlight=False, soft_wrap=True)
     if dry_run:
-        console.print(f"dry run: nothing written (would write {out})", markup=False)
+        console.print(safe_text(f"dry run: nothing written (would write {out})"), markup=False)
     else:
-        console.print(f"wrote {result.out} in {result.seconds:.1f} s", markup=False)
+        console.print(safe_text(f"wrote {result.out} in {result.seconds:.1f} s"), markup=False)
 
 
 def _issue_types(spec: str) -> list[str]:
@@ -435,7 +438,9 @@ def _progress(show: bool) -> Progress:
 def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported lazily
     """The closing summary: what was seen, what changed, where the index is."""
     c = summary
-    console.print(f"[bold]Indexed[/bold] {_safe_markup(c.root)}")  # a path may hold [brackets]
+    console.print(
+        f"[bold]Indexed[/bold] {_safe_markup(c.root)}", soft_wrap=True
+    )  # a path may hold [brackets]
     console.print(f"  layout          {c.layout}")
     console.print(f"  files seen      {c.files_seen:,}")
     console.print(f"  images indexed  {c.images:,}  ({_human_bytes(c.bytes)})")
@@ -447,7 +452,7 @@ def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported
     console.print(f"  unreadable      {c.corrupt:,}")
     console.print(f"  flagged         {c.flagged:,} (unreadable, bombs, wrong extension, ...)")
     console.print(f"  elapsed         {c.elapsed_s:.1f} s")
-    console.print(f"  index           {_safe_markup(c.index_path)}")
+    console.print(f"  index           {_safe_markup(c.index_path)}", soft_wrap=True)
     if c.split_label_counts:
         from dataaudit.report import split_label_table
 
