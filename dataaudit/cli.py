@@ -170,7 +170,7 @@ def scan(
     for warning in idx.last_scan.warnings:
         _warn(warning)
     if detect:
-        _detect_and_summarise(idx, settings, str(root))
+        _detect_and_summarise(idx, settings, path)
 
 
 @app.command("detect")

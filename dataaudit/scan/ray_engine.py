@@ -116,6 +116,7 @@ def scan(
         found = planning.stage_discovered(con, root, index_path, labels, entries)
         summary = ScanSummary(root_name, str(index_path), found.layout, run_id)
         summary.files_seen = found.files_seen
+        summary.warnings.extend(found.warnings)
         planning.invalidate_old_measurements(con)
         work_plan = planning.plan(con, found.files_seen, options.embed)
         summary.apply_plan(work_plan)
