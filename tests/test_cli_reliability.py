@@ -221,6 +221,8 @@ def test_every_setting_has_a_range_holding_its_default():
             assert name in RANGES, f"{name} has no range in detectors/config.py RANGES"
             low, high = RANGES[name]
             assert low <= default <= high, f"the default of {name} is out of its range"
+    names = {f"{s}.{k}" for s, values in DetectConfig().to_dict().items() for k in values}
+    assert not set(RANGES) - names, "RANGES names settings that no longer exist"
 
 
 # ------------------------------------------------------ 13: names with line breaks

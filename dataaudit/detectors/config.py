@@ -138,10 +138,7 @@ class DetectConfig:
         for low, high in (
             ("dark_always_mean", "dark_max_mean"),
             ("light_min_mean", "light_always_mean"),
-            ("blurry_always_sharpness", "blurry_max_sharpness"),
         ):
-            if not (hasattr(q, low) and hasattr(q, high)):
-                continue  # a pair retired from the config
             if getattr(q, low) > getattr(q, high):
                 raise DataAuditError(
                     f"quality.{low} ({getattr(q, low)}) must not exceed quality.{high} "
@@ -151,8 +148,7 @@ class DetectConfig:
 
 
 # Allowed closed range of every numeric setting (a test requires one per setting). As a
-# safety net, a setting missing here must still be finite and >= 0. Entries for settings
-# that do not exist are ignored (detector work in flight adds and retires settings).
+# safety net, a setting missing here must still be finite and >= 0.
 RANGES: dict[str, tuple[float, float]] = {
     "integrity.unusual_mode_max_share": (0.0, 1.0),
     "duplicates.phash_radius": (0, 64),  # bits of a 64-bit hash
@@ -167,11 +163,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "quality.light_min_mean": (0.0, 255.0),
     "quality.light_always_mean": (0.0, 255.0),
     "quality.blurry_max_sharpness": (0.0, 100.0),
-    "quality.blurry_always_sharpness": (0.0, 100.0),
     "quality.low_info_max_contrast": (0.0, 128.0),  # grey std of 8-bit values
-    "quality.low_info_max_entropy": (0.0, 8.0),  # bits of a 256-bin histogram
     "quality.grayscale_max_share": (0.0, 1.0),
-    "geometry.tiny_side": (0, 1_000_000),
     "geometry.size_factor": (1.0, 1e6),
     "geometry.aspect_factor": (1.0, 1e6),
     "geometry.z": (0.1, 1000.0),
@@ -182,13 +175,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "balance.min_class_count": (0, 1_000_000_000),
     "spurious.min_auc": (0.5, 1.0),
     "spurious.min_class_count": (1, 1_000_000_000),
-    # settings of the detector rework in flight (branch detect13)
     "duplicates.min_residual_correlation": (-1.0, 1.0),  # -1 turns the check off
     "duplicates.align_z": (0.1, 1000.0),
     "dataset.max_issue_share": (0.0, 1.0),
     "dataset.min_common_count": (0, 1_000_000_000),
     "dataset.min_typical_side": (0, 1_000_000),
     "quality.blurry_z": (0.1, 1000.0),
+    "quality.exposure_cv_z": (-1000.0, 1000.0),  # a z-score bound: negative is stricter
     "quality.flat_contrast": (0.0, 128.0),
     "geometry.unusable_side": (0, 1_000_000),
     "geometry.mode_share": (0.0, 1.0),
