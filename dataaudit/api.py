@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,12 @@ def scan(
     with access.writing(db_path, "scan"):
         summary = run_scan(path if remote else root, db_path, options, progress=report,
                            on_start=on_start)  # fmt: skip
+    if summary.unreadable:  # not fatal (rows kept), but never silent
+        warnings.warn(
+            f"{len(summary.unreadable)} folder(s) or file(s) could not be listed, their earlier "
+            f"rows are kept: {summary.unreadable[:3]} (see index.last_scan.unreadable)",
+            stacklevel=2,
+        )
     idx = Index(summary.index_path, root=None if remote else summary.root)
     idx.last_scan = summary
     if detect:

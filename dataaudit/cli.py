@@ -171,6 +171,17 @@ def scan(
         _warn(warning)
     if detect:
         _detect_and_summarise(idx, settings, path)
+    summary = idx.last_scan
+    if summary.unreadable:
+        # Not a clean scan: what those folders hold now is unknown (rows kept from before).
+        shown = ", ".join(f"{p} ({why})" for p, why in summary.unreadable[:3])
+        more = len(summary.unreadable) - 3
+        _error_line(
+            f"dataaudit: {len(summary.unreadable):,} folder(s) or file(s) could not be listed: "
+            f"{shown}{f' and {more:,} more' if more > 0 else ''}. Their earlier rows are kept; "
+            "fix the access and scan again."
+        )
+        raise typer.Exit(3)
 
 
 @app.command("detect")
@@ -447,7 +458,10 @@ def print_scan_summary(summary) -> None:  # noqa: ANN001 - ScanSummary, imported
     console.print(
         f"  this run        {c.new:,} new, {c.changed:,} changed, {c.unchanged:,} unchanged, "
         f"{c.deleted:,} removed"
+        + (f", {c.vanished:,} vanished while scanning" if c.vanished else "")
     )
+    for path, why in c.unreadable:
+        console.print(f"  [red]not listed[/red]      {escape(path)}: {escape(why)} (rows kept)")
     console.print(f"  not images      {c.skipped_non_images:,} (counted, skipped)")
     console.print(f"  unreadable      {c.corrupt:,}")
     console.print(f"  flagged         {c.flagged:,} (unreadable, bombs, wrong extension, ...)")

@@ -12,9 +12,10 @@ files never sits in memory as a list.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,29 +61,43 @@ def is_skipped_name(name: str) -> bool:
     return name.startswith(".") or name in JUNK_NAMES
 
 
-def walk(root: Path) -> Iterator[FileEntry]:
+def _scandir(path: str):  # noqa: ANN202 - the one place a folder is listed (tests inject faults)
+    return os.scandir(path)
+
+
+def walk(root: Path, on_error: Callable[[str, OSError], None] | None = None) -> Iterator[FileEntry]:
     """Yield every regular file under ``root`` in a stable order.
 
     Symlinks are followed only while their target stays inside the root, and each real
-    directory is entered once, so links can neither escape the root nor loop.
+    directory is entered once, so links can neither escape the root nor loop. A folder
+    that cannot be listed, or an entry that cannot be examined (EIO, EACCES), is passed to
+    ``on_error`` as (relative path, error): its files are unknown, not deleted. A folder's
+    relative path ends with "/" ("" for the root itself).
     """
     root_real = Path(os.path.realpath(root))
     seen_dirs: set[tuple[int, int]] = set()
     stack: list[tuple[str, str]] = [(str(root), "")]  # (filesystem path, relative prefix)
+
+    def failed(rel: str, exc: OSError) -> None:
+        if on_error is not None and exc.errno != errno.ENOENT:  # gone is gone, not unknown
+            on_error(rel, exc)
+
     while stack:
         dir_path, prefix = stack.pop()
         try:
             st = os.stat(dir_path)
-        except OSError:
+        except OSError as exc:
+            failed(prefix, exc)
             continue
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
             continue
         seen_dirs.add(key)
         try:
-            with os.scandir(dir_path) as it:
+            with _scandir(dir_path) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            failed(prefix, exc)
             continue
         subdirs: list[tuple[str, str]] = []
         for entry in entries:
@@ -95,7 +110,8 @@ def walk(root: Path) -> Iterator[FileEntry]:
                     if not _inside(Path(target), root_real):
                         continue
                 st_entry = os.stat(entry.path)  # follows an in-root link
-            except OSError:
+            except OSError as exc:
+                failed(rel, exc)
                 continue
             if stat.S_ISDIR(st_entry.st_mode):
                 subdirs.append((entry.path, rel + "/"))

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from dataaudit import discover
 from dataaudit.errors import DataAuditError
+from dataaudit.scan.identity import disk_name
 
 MANIFEST_ROWS = 10_000  # work-list rows per shard at most
 COMMIT_FILE = "_manifest.json"
@@ -248,9 +249,7 @@ def read_commit(folder: RunFolder) -> dict[str, Any] | None:
         return None
 
 
-def write_todo(
-    con: Any, folder: RunFolder, source: Location, disk_names: dict[str, str], rows: int
-) -> list[str]:
+def write_todo(con: Any, folder: RunFolder, source: Location, rows: int) -> list[str]:
     """Write the planned work list (``_scan_todo``) as shards; return their paths.
 
     ``uri`` is the name to open: the dataset base joined with the name on disk (which may
@@ -271,7 +270,7 @@ def write_todo(
                 return
             table = pa.Table.from_batches(pending)
             uris = [
-                source.join(disk_names.get(p, p)).encode("utf-8", "surrogateescape")
+                source.join(disk_name(p)).encode("utf-8", "surrogateescape")
                 for p in table.column("path").to_pylist()
             ]
             table = table.add_column(1, "uri", pa.array(uris, pa.binary())).cast(TODO_SCHEMA)

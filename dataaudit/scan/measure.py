@@ -85,6 +85,12 @@ class Measurement:
     record: dict[str, Any]
     thumbnail: bytes | None = None
     embed_pixels: np.ndarray | None = None
+    vanished: bool = False  # deleted between the listing and the read: no row, not corrupt
+
+
+def vanished() -> Measurement:
+    """A file that was listed but was gone when its turn came (deleted meanwhile)."""
+    return Measurement(empty_record(), vanished=True)
 
 
 def measure(data: bytes, ext: str, config: MeasureConfig, embed_spec: Any = None) -> Measurement:
@@ -247,6 +253,8 @@ def measure_file(
     try:
         with open(abs_path, "rb") as f:
             data = f.read()
+    except FileNotFoundError:
+        return vanished()
     except OSError as exc:
         rec = empty_record()
         rec.update(

@@ -12,6 +12,7 @@ run measures only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -95,42 +96,71 @@ def scan(
     try:
         con = db.open_index(index_path)
         _check_root(con, root, index_path)
+        db.mark_stale_runs(con)
         run_id = db.start_run(con, "scan", {"root": str(root), **options.to_dict()})
-        found = planning.stage_discovered(con, root, index_path, labels)
-        summary = ScanSummary(str(root), str(index_path), found.layout, run_id)
-        summary.files_seen = found.files_seen
-        summary.warnings.extend(found.warnings)
-        planning.invalidate_old_measurements(con)
-        work = planning.plan(con, found.files_seen, options.embed)
-        summary.apply_plan(work)
-        if on_start:
-            on_start(summary.layout, work.todo)
-        # Workers start only when there is work (forkserver: a fresh interpreter each, so
-        # no DuckDB state leaks into them).
-        workers = options.resolved_workers() if work.todo else 0
-        pool = MeasurePool(workers, str(root), measure_cfg, embed_spec)
-        if options.embed and workers:
-            options.embed.share_cpu_with(workers)
-        writer = BatchWriter(con, run_id, options.embed, options.write_batch, options.write_every_s)
+        summary = ScanSummary(str(root), str(index_path), "unknown", run_id)
+        writer: BatchWriter | None = None
         try:
-            _measure_and_write(con, pool, writer, work.todo, found.disk_names, progress)
-        except BaseException:
-            summary.status = "interrupted"
-            pool.close(terminate=True)
-            summary.apply_written(writer.images_written, writer.skipped_written)
+            found = planning.stage_discovered(con, root, index_path, labels)
+            summary.layout, summary.files_seen = found.layout, found.files_seen
+            summary.unreadable = found.unreadable
+            summary.warnings.extend(found.warnings)
+            planning.invalidate_old_measurements(con)
+            work = planning.plan(con, found, options.embed)
+            summary.apply_plan(work)
+            if on_start:
+                on_start(summary.layout, work.todo)
+            # Workers start only when there is work (forkserver: a fresh interpreter each,
+            # so no DuckDB state leaks into them).
+            workers = options.resolved_workers() if work.todo else 0
+            pool = MeasurePool(workers, str(root), measure_cfg, embed_spec)
+            if options.embed and workers:
+                options.embed.share_cpu_with(workers)
+            writer = BatchWriter(con, run_id, options.embed, options.write_batch,
+                                 options.write_every_s)  # fmt: skip
+            _measure_and_write(con, pool, writer, work.todo, progress)
+            pool.close()
+            summary.apply_written(writer.counts)
+            if options.embed:
+                options.embed.finish(con)
             finish(con, summary, started)
+            return summary
+        except BaseException as exc:
+            # Interrupted or failed at any step (listing, planning, measuring, the graph):
+            # say so in the runs table now, not only when the next scan finds it running.
+            if pool is not None:
+                pool.close(terminate=True)
+            _record_stop(con, summary, writer, started, exc)
             raise
-        pool.close()
-        summary.apply_written(writer.images_written, writer.skipped_written)
-        if options.embed:
-            options.embed.finish(con)
-        finish(con, summary, started)
-        return summary
     finally:
         if pool is not None:
             pool.close(terminate=True)
         if con is not None:
             con.close()
+
+
+def _record_stop(
+    con: duckdb.DuckDBPyConnection,
+    summary: ScanSummary,
+    writer: BatchWriter | None,
+    started: float,
+    exc: BaseException,
+) -> None:
+    """Best effort: roll back an open transaction, record the run as interrupted or failed.
+
+    Never raises: the original exception is what the user must see.
+    """
+    summary.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        with contextlib.suppress(duckdb.Error):  # no transaction was open
+            con.execute("ROLLBACK")
+        if writer is not None:
+            summary.apply_written(writer.counts)
+        finish(con, summary, started)
+    except Exception:
+        # If even this fails the index itself is failing; the next scan marks the run stale.
+        with contextlib.suppress(Exception):
+            db.finish_run(con, summary.run_id, summary.status, {})
 
 
 def _check_root(con: duckdb.DuckDBPyConnection, root: Path, index_path: Path) -> None:
@@ -149,7 +179,6 @@ def _measure_and_write(
     pool: MeasurePool,
     writer: BatchWriter,
     todo: int,
-    disk_names: dict[str, str],
     progress: Progress | None,
 ) -> None:
     in_flight = max(64, 32 * max(1, pool.workers))
@@ -157,7 +186,7 @@ def _measure_and_write(
     if progress:
         progress(0, todo)
     try:
-        for task, m in pool.map(planning.todo_stream(con, disk_names), in_flight):
+        for task, m in pool.map(planning.todo_stream(con), in_flight):
             writer.add(task, m)
             done += 1
             if progress and (done % 64 == 0 or done == todo):

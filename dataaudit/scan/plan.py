@@ -17,7 +17,7 @@ import polars as pl
 
 from dataaudit import discover
 from dataaudit.scan.hooks import EmbedHook
-from dataaudit.scan.identity import file_id, storable
+from dataaudit.scan.identity import disk_name, escaped, file_id, storable
 from dataaudit.scan.measure import MEASURE_CHANGES, MEASURE_VERSION
 from dataaudit.scan.task import TASK_COLUMNS, Task
 from dataaudit.store import db
@@ -31,7 +31,9 @@ class Discovery:
 
     files_seen: int
     layout: str
-    disk_names: dict[str, str] = field(default_factory=dict)  # stored path -> name on disk
+    # Folders (ending in "/") and files that could not be listed or examined, with why:
+    # what they held is unknown, so their indexed rows are kept, not deleted.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. labels-file rows matching nothing
 
 
@@ -55,9 +57,10 @@ def stage_discovered(
 ) -> Discovery:
     """Stream the folder walk into ``_scan_seen`` with split and label resolved.
 
-    Paths whose stored (escaped) form differs from their name on disk are remembered, so
-    tasks can carry the name that opens the file. ``entries`` replaces the walk of ``root``
-    (the Ray engine passes an object-store listing; the index is not inside it).
+    Folders and files the walk could not read go to ``_scan_unlisted`` (in both stored
+    forms a path under them can take), so planning keeps their rows. ``entries`` replaces
+    the walk of ``root`` (the Ray engine passes an object-store listing; the index is not
+    inside it).
     """
     con.execute(
         "CREATE OR REPLACE TABLE _scan_seen (file_id BIGINT, path VARCHAR, split VARCHAR, "
@@ -66,13 +69,15 @@ def stage_discovered(
     own_files = {_relative(p, root) for p in _index_files(index_path)} if root else set()
     batch: list[tuple[Any, ...]] = []
     cols = ["file_id", "path", "split", "label", "bytes", "mtime_ns", "has_image_ext"]
-    disk_names: dict[str, str] = {}
-    for entry in discover.walk(root) if entries is None else entries:
+    unreadable: list[tuple[str, str]] = []
+
+    def on_error(rel: str, exc: OSError) -> None:
+        unreadable.append((rel, f"{exc.strerror or exc} (errno {exc.errno})"))
+
+    for entry in discover.walk(root, on_error) if entries is None else entries:
         if entry.rel_path in own_files:
             continue
         path = storable(entry.rel_path)
-        if path != entry.rel_path:
-            disk_names[path] = entry.rel_path
         split, label = discover.split_and_label(path)
         row = (file_id(entry.rel_path), path, split, label, entry.size,
                entry.mtime_ns, entry.has_image_ext)  # fmt: skip
@@ -81,6 +86,11 @@ def stage_discovered(
             db.write_frame(con, "_scan_seen", pl.DataFrame(batch, schema=cols, orient="row"))
             batch.clear()
     db.write_frame(con, "_scan_seen", pl.DataFrame(batch, schema=cols, orient="row"))
+    unlisted = {(form, rel == "" or rel.endswith("/")) for rel, _ in unreadable
+                for form in (storable(rel), escaped(rel))}  # fmt: skip
+    con.execute("CREATE OR REPLACE TABLE _scan_unlisted (prefix VARCHAR, is_dir BOOLEAN)")
+    if unlisted:
+        con.executemany("INSERT INTO _scan_unlisted VALUES (?, ?)", sorted(unlisted))
     if labels is not None:
         con.register("_labels", labels.to_arrow())
         con.execute(
@@ -94,10 +104,11 @@ def stage_discovered(
         con.unregister("_labels")
         warning = discover.unmatched_labels_warning(labels.height, unmatched, example)
     seen = con.execute("SELECT count(*) FROM _scan_seen").fetchall()[0][0]
+    shown = [(storable(rel) or "./", why) for rel, why in unreadable]
     return Discovery(
         seen,
         _layout(con, labels is not None),
-        disk_names,
+        shown,
         [warning] if labels is not None and warning else [],
     )
 
@@ -153,26 +164,32 @@ def _changed_rows(stored: str | None) -> str | None:
     return " OR ".join(f"({p})" for p in preds)
 
 
-def plan(con: duckdb.DuckDBPyConnection, files_seen: int, embed: EmbedHook | None = None) -> Plan:
+def plan(con: duckdb.DuckDBPyConnection, found: Discovery, embed: EmbedHook | None = None) -> Plan:
     """Work out new / changed / unchanged / deleted files and write the work list.
 
-    With embeddings on, unchanged images that have no vector yet (an earlier scan ran with
-    --no-embed, or with another model) are read again too.
+    A file is deleted only when its folder was listed and it was not in it: rows under a
+    folder that could not be read are kept. With embeddings on, unchanged images that have
+    no vector yet (an earlier scan ran with --no-embed, or with another model) are read
+    again too.
     """
+    gone = (
+        "file_id NOT IN (SELECT file_id FROM _scan_seen) AND NOT EXISTS (SELECT 1 FROM "
+        "_scan_unlisted u WHERE (u.is_dir AND starts_with({t}.path, u.prefix)) "
+        "OR {t}.path = u.prefix)"
+    )
     con.execute("BEGIN")
-    deleted = con.execute(
-        "DELETE FROM images WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)"
-    ).fetchall()[0][0]
+    deleted = con.execute(f"DELETE FROM images WHERE {gone.format(t='images')}").fetchall()[0][0]
     con.execute("DELETE FROM thumbnails WHERE file_id NOT IN (SELECT file_id FROM images)")
-    con.execute("DELETE FROM skipped_files WHERE file_id NOT IN (SELECT file_id FROM _scan_seen)")
+    con.execute(f"DELETE FROM skipped_files WHERE {gone.format(t='skipped_files')}")
     _drop_orphan_vectors(con)
     if embed is not None:
         embed.prepare(con)
-    # Labels can change without the bytes changing (a new labels file): apply in place.
+    # Labels can change without the bytes changing (a new labels file): apply in place;
+    # so can the stored form of a name (an older index's escaping).
     con.execute(
-        "UPDATE images SET split = s.split, label = s.label FROM _scan_seen s "
-        "WHERE images.file_id = s.file_id "
-        "AND (images.split IS DISTINCT FROM s.split OR images.label IS DISTINCT FROM s.label)"
+        "UPDATE images SET split = s.split, label = s.label, path = s.path FROM _scan_seen s "
+        "WHERE images.file_id = s.file_id AND (images.split IS DISTINCT FROM s.split "
+        "OR images.label IS DISTINCT FROM s.label OR images.path <> s.path)"
     )
     con.execute(
         """
@@ -198,7 +215,7 @@ def plan(con: duckdb.DuckDBPyConnection, files_seen: int, embed: EmbedHook | Non
         "SELECT count(*), count(*) FILTER (WHERE was_indexed AND NOT embed_only), "
         "count(*) FILTER (WHERE embed_only) FROM _scan_todo"
     ).fetchall()[0]
-    return Plan(todo, changed, files_seen - todo + embed_only, embed_only, deleted)
+    return Plan(todo, changed, found.files_seen - todo + embed_only, embed_only, deleted)
 
 
 def _drop_orphan_vectors(con: duckdb.DuckDBPyConnection) -> None:
@@ -215,7 +232,7 @@ def _drop_orphan_vectors(con: duckdb.DuckDBPyConnection) -> None:
         db.mark_graph_stale(con)
 
 
-def todo_stream(con: duckdb.DuckDBPyConnection, disk_names: dict[str, str]) -> Iterator[Task]:
+def todo_stream(con: duckdb.DuckDBPyConnection) -> Iterator[Task]:
     """Stream the work list from its own cursor, a record batch at a time.
 
     Tasks carry the name on disk; the writer stores its :func:`storable` form.
@@ -227,8 +244,7 @@ def todo_stream(con: duckdb.DuckDBPyConnection, disk_names: dict[str, str]) -> I
         ).to_arrow_reader(4096)
         for rb in reader:
             d = rb.to_pydict()
-            if disk_names:
-                d["path"] = [disk_names.get(p, p) for p in d["path"]]
+            d["path"] = [disk_name(p) for p in d["path"]]
             yield from map(Task._make, zip(*(d[c] for c in TASK_COLUMNS), strict=True))
     finally:
         cur.close()
@@ -237,3 +253,4 @@ def todo_stream(con: duckdb.DuckDBPyConnection, disk_names: dict[str, str]) -> I
 def drop_staging(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS _scan_seen")
     con.execute("DROP TABLE IF EXISTS _scan_todo")
+    con.execute("DROP TABLE IF EXISTS _scan_unlisted")

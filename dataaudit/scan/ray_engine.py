@@ -49,7 +49,7 @@ from dataaudit.scan.measure import (
 from dataaudit.scan.pipeline import ScanOptions, _check_root
 from dataaudit.scan.summary import ScanSummary, finish
 from dataaudit.scan.task import Task
-from dataaudit.scan.writer import write_batch
+from dataaudit.scan.writer import BatchCounts, write_batch
 from dataaudit.store import db
 
 Progress = Callable[[int, int], None]
@@ -110,6 +110,7 @@ def scan(
         params = {"root": root_name, "engine": "ray", "address": address, "work_dir": work.uri,
                   **options.to_dict()}  # fmt: skip
         params["workers"] = None  # Ray decides
+        db.mark_stale_runs(con)
         run_id = db.start_run(con, "scan", params)
         # An object-store listing replaces the folder walk; planning is the local engine's.
         entries = None if source.is_local else manifest.walk(source)
@@ -117,8 +118,9 @@ def scan(
         summary = ScanSummary(root_name, str(index_path), found.layout, run_id)
         summary.files_seen = found.files_seen
         summary.warnings.extend(found.warnings)
+        summary.unreadable = found.unreadable
         planning.invalidate_old_measurements(con)
-        work_plan = planning.plan(con, found.files_seen, options.embed)
+        work_plan = planning.plan(con, found, options.embed)
         summary.apply_plan(work_plan)
         todo = work_plan.todo
         if on_start:
@@ -129,7 +131,7 @@ def scan(
                 owns_ray = _connect(address)
                 stages = {"list_and_plan": planned_s,
                           "connect": time.perf_counter() - started - planned_s}  # fmt: skip
-                _run(con, source, work, found.disk_names, todo, run_id, options, measure_cfg,
+                _run(con, source, work, todo, run_id, options, measure_cfg,
                      summary, progress, stages)  # fmt: skip
         except BaseException:
             summary.status = "interrupted"
@@ -217,7 +219,6 @@ def _run(
     con: Any,
     source: manifest.Location,
     work: manifest.Location,
-    disk_names: dict[str, str],
     todo: int,
     run_id: int,
     options: ScanOptions,
@@ -247,9 +248,7 @@ def _run(
     folder = manifest.new_run_folder(work, run_id)
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    todo_files = manifest.write_todo(
-        con, folder, source, disk_names, manifest.shard_rows(todo, cpus)
-    )
+    todo_files = manifest.write_todo(con, folder, source, manifest.shard_rows(todo, cpus))
     todo_s = time.perf_counter() - t0
     schema = _arrow_schema(con)
     embed = options.embed
@@ -288,12 +287,12 @@ def _run(
             writer.add(batch)
             if writer.due():
                 done = writer.flush()
-                summary.apply_written(writer.images_written, writer.skipped_written)
+                summary.apply_written(BatchCounts(writer.images_written, writer.skipped_written))
                 if progress:
                     progress(min(done, todo), todo)
     except (ray.exceptions.RayError, ray.data.exceptions.UserCodeException) as exc:
         writer.flush()  # keep every result that arrived
-        summary.apply_written(writer.images_written, writer.skipped_written)
+        summary.apply_written(BatchCounts(writer.images_written, writer.skipped_written))
         raise DataAuditError(
             f"the Ray job failed after {writer.files_written:,} of {todo:,} files: "
             f"{_root_cause(exc)}",
@@ -301,7 +300,7 @@ def _run(
         ) from exc
     done = writer.flush()
     stream_s = time.perf_counter() - t1
-    summary.apply_written(writer.images_written, writer.skipped_written)
+    summary.apply_written(BatchCounts(writer.images_written, writer.skipped_written))
     if progress:
         progress(min(done, todo), todo)
     manifest.commit(

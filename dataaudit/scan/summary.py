@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 
 from dataaudit.scan.plan import Plan, drop_staging
+from dataaudit.scan.writer import BatchCounts
 from dataaudit.store import db
 
 
@@ -30,6 +31,9 @@ class ScanSummary:
     flagged: int = 0
     measured: int = 0
     embed_only: int = 0  # unchanged images read again only to embed them
+    vanished: int = 0  # listed, then deleted before they were read
+    # Folders/files that could not be listed (path, why): their rows are kept as they were
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     split_label_counts: list[tuple[str | None, str | None, int]] = field(default_factory=list)
     status: str = "completed"
@@ -43,10 +47,10 @@ class ScanSummary:
         self.changed, self.unchanged = p.changed, p.unchanged
         self.embed_only, self.deleted = p.embed_only, p.deleted
 
-    def apply_written(self, images: int, skipped: int) -> None:
+    def apply_written(self, counts: BatchCounts) -> None:
         """Count what the writer stored: new = written minus changed and re-embedded."""
-        self.measured = images
-        self.new = images + skipped - self.changed - self.embed_only
+        self.measured, self.vanished = counts.images, counts.vanished
+        self.new = max(0, counts.images + counts.skipped - self.changed - self.embed_only)
 
 
 def finish(con: duckdb.DuckDBPyConnection, summary: ScanSummary, started: float) -> None:

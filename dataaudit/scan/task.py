@@ -10,7 +10,7 @@ import os
 from typing import Any, NamedTuple
 
 from dataaudit.scan.decode import sniff_format
-from dataaudit.scan.measure import MeasureConfig, Measurement, measure_file
+from dataaudit.scan.measure import MeasureConfig, Measurement, measure_file, vanished
 
 
 class Task(NamedTuple):
@@ -32,12 +32,17 @@ TASK_COLUMNS = Task._fields
 def measure_task(
     task: Task, root: str, config: MeasureConfig, embed_spec: Any = None
 ) -> Measurement | None:
-    """Measure one file; a file without an image extension is first sniffed (None = skip)."""
+    """Measure one file; a file without an image extension is first sniffed (None = skip).
+
+    A file deleted since the listing comes back as :func:`~dataaudit.scan.measure.vanished`.
+    """
     abs_path = os.path.join(root, task.path)
     if not task.has_image_ext:
         try:
             with open(abs_path, "rb") as f:
                 head = f.read(64)
+        except FileNotFoundError:
+            return vanished()
         except OSError:
             return None
         if sniff_format(head) is None:

@@ -30,6 +30,10 @@ EMBED_CHUNK = 32  # images per embedder call during a scan
 class BatchCounts(NamedTuple):
     images: int
     skipped: int
+    vanished: int = 0  # listed, then deleted before it was read: old rows dropped
+
+    def __add__(self, other: tuple[int, ...]) -> BatchCounts:  # type: ignore[override]
+        return BatchCounts(*(a + b for a, b in zip(self, other, strict=True)))
 
 
 def write_batch(
@@ -38,7 +42,8 @@ def write_batch(
     results: Sequence[tuple[Task, Measurement | None]],
     vectors: pl.DataFrame | None = None,
 ) -> BatchCounts:
-    """Write measured files in one transaction; a None measurement is a skipped non-image.
+    """Write measured files in one transaction; a None measurement is a skipped non-image,
+    a vanished one (deleted since the listing) only loses its old rows.
 
     Each file's old rows go first, from every table, vectors and neighbour links included:
     a changed file may have turned corrupt, or from an image into a non-image, and its old
@@ -46,8 +51,12 @@ def write_batch(
     new embeddings of files in this batch. Any vector change marks the kNN graph stale.
     """
     records, thumbs, skipped = [], [], []
+    gone = 0
     for task, m in results:
         path = storable(task.path)
+        if m is not None and m.vanished:
+            gone += 1
+            continue
         if m is None:
             skipped.append({"file_id": task.file_id, "path": path, "bytes": task.bytes,
                             "mtime_ns": task.mtime_ns, "reason": SKIP_REASON})  # fmt: skip
@@ -61,7 +70,7 @@ def write_batch(
         records.append(rec)
         if m.thumbnail is not None:
             thumbs.append({"file_id": task.file_id, "jpeg": m.thumbnail})
-    if not records and not skipped:
+    if not results:
         return BatchCounts(0, 0)
     ids = pl.DataFrame(
         {"file_id": [task.file_id for task, _ in results]}, schema={"file_id": pl.Int64}
@@ -97,7 +106,7 @@ def write_batch(
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return BatchCounts(len(records), len(skipped))
+    return BatchCounts(len(records), len(skipped), gone)
 
 
 class BatchWriter:
@@ -117,8 +126,7 @@ class BatchWriter:
         self.batch_rows = batch_rows
         self.every_s = every_s
         self.results: list[tuple[Task, Measurement | None]] = []
-        self.images_written = 0
-        self.skipped_written = 0
+        self.counts = BatchCounts(0, 0, 0)  # written so far
         self.last_write = time.monotonic()
         self.pixels: list[tuple[int, Any]] = []  # embedder input waiting for a batch
         self.vectors: list[pl.DataFrame] = []  # embedded, waiting for the next write
@@ -151,8 +159,7 @@ class BatchWriter:
         self._embed_pending()
         vectors = pl.concat(self.vectors) if self.vectors else None
         counts = write_batch(self.con, self.run_id, self.results, vectors)
-        self.images_written += counts.images
-        self.skipped_written += counts.skipped
+        self.counts += counts
         self.results.clear()
         self.vectors.clear()
         self.last_write = time.monotonic()

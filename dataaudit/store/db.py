@@ -354,6 +354,17 @@ def finish_run(
     )
 
 
+def mark_stale_runs(con: duckdb.DuckDBPyConnection) -> int:
+    """Runs still ``running`` when a writer opens the index died with their process (one
+    writer holds the file at a time): mark them ``interrupted``. Returns how many."""
+    return con.execute(
+        "UPDATE runs SET status = 'interrupted', ended_at = coalesce(ended_at, ?), "
+        "counts = coalesce(counts, ?) WHERE status = 'running'",
+        [datetime.now(), json.dumps({"note": "found running by a later scan: its process ended "
+                                     "before it could record how it stopped"})],
+    ).fetchall()[0][0]  # fmt: skip
+
+
 # The kNN graph is derived from every vector. Whoever changes a vector marks it stale in
 # the same transaction; only a committed rebuild clears the mark, so an interrupted
 # rebuild is redone by the next scan.
