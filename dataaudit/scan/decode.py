@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from dataaudit.scan.pixels import pixel_bytes
+
 # Magic numbers for the formats we name ourselves; Pillow identifies the rest.
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -122,18 +124,27 @@ _EXIF_KEEP = {
 }
 
 
-def decode(data: bytes, draft_size: int | None = None, bomb_pixels: int = DEFAULT_BOMB_PIXELS):
+def decode(
+    data: bytes,
+    draft_size: int | None = None,
+    bomb_pixels: int = DEFAULT_BOMB_PIXELS,
+    max_decoded_bytes: int | None = None,
+):
     """Decode ``data``; for JPEG, use DCT scaling so the result is at least ``draft_size``.
 
-    Never raises: every failure becomes a status with its error class and message.
+    An image whose pixels would take more than ``max_decoded_bytes`` in memory (after
+    draft scaling) is a ``bomb``, not decoded. Never raises: every failure becomes a
+    status with its error class and message.
     """
     try:
-        return _decode(data, draft_size, bomb_pixels)
+        return _decode(data, draft_size, bomb_pixels, max_decoded_bytes)
     except Exception as exc:  # a decoder bug must not stop a scan of a million files
         return Decoded("unreadable", type(exc).__name__, _short(exc))
 
 
-def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
+def _decode(
+    data: bytes, draft_size: int | None, bomb_pixels: int, max_decoded_bytes: int | None
+) -> Decoded:
     if not data:
         return Decoded("empty", "EmptyFile", "file has zero bytes")
     sniffed = sniff_format(data)
@@ -187,6 +198,14 @@ def _decode(data: bytes, draft_size: int | None, bomb_pixels: int) -> Decoded:
         if draft_size and min(im.size) >= 2 * draft_size:
             im.draft("RGB" if im.mode == "RGB" else im.mode, (draft_size, draft_size))
             d.decode_scale = max(1, round(d.width / im.width))
+    need = im.width * im.height * pixel_bytes(im.mode)
+    if max_decoded_bytes is not None and need > max_decoded_bytes:
+        d.status, d.error_class = "bomb", "DecodedSizeLimit"
+        d.error_message = (
+            f"decoding needs {need / 2**20:,.0f} MB ({im.width}x{im.height} {im.mode}), over "
+            f"the {max_decoded_bytes / 2**20:,.0f} MB per-image limit; not decoded"
+        )
+        return d
     if d.format == "PNG":
         bad_chunk = png_crc_error(data)
         if bad_chunk:

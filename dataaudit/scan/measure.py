@@ -18,8 +18,18 @@ import numpy as np
 import xxhash
 from PIL import Image
 
-from dataaudit.scan.decode import DEFAULT_BOMB_PIXELS, Decoded, decode, extension_matches
-from dataaudit.scan.pixels import to_rgb
+from dataaudit.scan.decode import (
+    DEFAULT_BOMB_PIXELS,
+    Decoded,
+    decode,
+    describe_non_image,
+    extension_matches,
+    sniff_format,
+)
+from dataaudit.scan.pixels import fit, pixel_hash, to_rgb
+
+# Above this many pixels an image is reduced while converted (see _reduction).
+LARGE_PIXELS = 16_000_000
 
 # Bump when a stored measurement changes meaning: a re-scan then re-measures the files it
 # affects (see dataaudit.scan.plan.invalidate_old_measurements).
@@ -60,6 +70,11 @@ class MeasureConfig:
     thumb_quality: int = 80
     bomb_pixels: int = DEFAULT_BOMB_PIXELS
     embed_size: int = 0  # >0: also return the embedder's input at this size
+    # Memory per file: an image whose decoded pixels (width x height x bytes per pixel,
+    # after JPEG draft scaling) exceed this is flagged, not decoded; a file larger than
+    # max_file_bytes is never read whole (only its head, to say what it is).
+    max_decoded_bytes: int = 512 * 2**20
+    max_file_bytes: int = 2**30
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +112,7 @@ def measure(data: bytes, ext: str, config: MeasureConfig, embed_spec: Any = None
     """Measure one file's bytes. Never raises: failures become flags in the record."""
     rec = empty_record()
     rec["content_hash"] = xxhash.xxh3_128_hexdigest(data)
-    d = decode(data, config.draft_size, config.bomb_pixels)
+    d = decode(data, config.draft_size, config.bomb_pixels, config.max_decoded_bytes)
     _fill_header(rec, d, ext)
     if d.image is None:
         return Measurement(rec)
@@ -131,12 +146,11 @@ def _fill_header(rec: dict[str, Any], d: Decoded, ext: str) -> None:
 def _measure_pixels(rec: dict[str, Any], d: Decoded, config: MeasureConfig, embed_spec: Any):
     im = d.image
     assert im is not None
-    rec["pixel_hash"] = xxhash.xxh3_128_hexdigest(f"{im.mode}{im.size}".encode() + im.tobytes())
-    rgb = to_rgb(im)
-    small = rgb
-    if max(rgb.size) > config.stats_size:
-        small = rgb.copy()
-        small.thumbnail((config.stats_size, config.stats_size), Image.Resampling.BILINEAR)
+    rec["pixel_hash"] = pixel_hash(im)
+    # A large image is box-reduced while it is converted (never to less than twice what
+    # the statistics, thumbnail and embedder use), so no full-size copy is ever made.
+    rgb = to_rgb(im, _reduction(im.width, im.height, config, embed_spec))
+    small = fit(rgb, config.stats_size)  # what thumbnail() gives, without its full copy
     # Hashes from the statistics image: identical to imagehash on the full image when it
     # already fits the box, and within a bit or two otherwise, at a fraction of the cost.
     gray = small.convert("L")
@@ -152,6 +166,18 @@ def _measure_pixels(rec: dict[str, Any], d: Decoded, config: MeasureConfig, embe
 
         out.embed_pixels = prepare_pixels(rgb, embed_spec)
     return out
+
+
+def _reduction(width: int, height: int, config: MeasureConfig, embed_spec: Any) -> int:
+    """Integer reduction for converting a large image: 1 below LARGE_PIXELS (so ordinary
+    images are measured exactly as before); above, as much as keeps the statistics and
+    thumbnail box at twice their size and each side of the embedder's input at three times."""
+    if width * height <= LARGE_PIXELS:
+        return 1
+    factor = max(width, height) // (2 * max(config.stats_size, config.thumb_size, 1))
+    if config.embed_size and embed_spec is not None:
+        factor = min(factor, min(width, height) // (3 * config.embed_size))
+    return max(1, factor)
 
 
 def hash_to_int(h: imagehash.ImageHash) -> int:
@@ -252,6 +278,9 @@ def measure_file(
     """Read a file and measure it; an unreadable file becomes a flagged record."""
     try:
         with open(abs_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > config.max_file_bytes:
+                return _too_large(f.read(64 * 1024), size, config.max_file_bytes)
             data = f.read()
     except FileNotFoundError:
         return vanished()
@@ -265,6 +294,23 @@ def measure_file(
         )
         return Measurement(rec)
     return measure(data, ext or os.path.splitext(abs_path)[1], config, embed_spec)
+
+
+def _too_large(head: bytes, size: int, limit: int) -> Measurement:
+    """A file over the size limit, judged by its first bytes only."""
+    rec = empty_record()
+    fmt = sniff_format(head)
+    status = "bomb" if fmt else "not_image"
+    what = f"an image ({fmt})" if fmt else describe_non_image(head)
+    rec.update(
+        format=fmt,
+        decode_status=status,
+        is_corrupt=status in CORRUPT_STATUSES,
+        error_class="FileTooLarge",
+        error_message=f"{size / 2**20:,.0f} MB, over the {limit / 2**20:,.0f} MB file limit; "
+        f"not read whole. Its first bytes: {what}",
+    )
+    return Measurement(rec)
 
 
 def _json(obj: dict[str, str]) -> str:
