@@ -57,7 +57,7 @@ def build_vector_index(db: Path, n: int, seed: int = 0) -> None:
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             ids = np.arange(lo, hi, dtype=np.int64)
             store.write_frame(con, "images", pl.DataFrame({
-                "file_id": ids, "path": [f"train/{c}/{i}.jpg" for c, i in zip(cls, ids)],
+                "file_id": ids, "path": [f"train/{c}/{i}.jpg" for c, i in zip(cls, ids, strict=True)],
                 "split": "train", "label": [str(c) for c in cls], "bytes": 1, "mtime_ns": 1,
                 "decode_status": "ok", "is_corrupt": False,
             }))  # fmt: skip

@@ -424,7 +424,7 @@ def test_byte_name_and_escape_text_name_are_two_files(tmp_path, make_image, scan
     assert (again.new, again.changed, again.unchanged) == (0, 0, 2)
     from dataaudit.scan.identity import disk_name
 
-    for path, width in rows:
+    for path, _ in rows:
         assert (root / disk_name(path)).stat().st_size > 0
 
 
