@@ -443,3 +443,126 @@ def test_storable_round_trips_random_names():
         stored.encode("utf-8")  # valid text for DuckDB and Arrow
         assert disk_name(stored) == name
         assert seen.setdefault(stored, name) == name  # no two names share a stored path
+
+
+# --- items 4 and 5: vectors and the neighbour graph never go stale ----------------------
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """The graph step's PCA (numpy eigh) slows ~10x on a shared, oversubscribed CPU when
+    BLAS runs several threads; one thread keeps these tests at a few seconds anywhere."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up only
+        yield
+        return
+    with threadpool_limits(1, "blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def embed_stage():
+    from dataaudit.embed.spec import EmbedSpec
+    from dataaudit.embed.stage import EmbedStage
+
+    stage = EmbedStage(EmbedSpec(input_size=64), device="cpu")  # small input: fast on CPU
+    stage.load()
+    return stage
+
+
+def _varied(path: Path, seed: int, size: int = 64) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _ids(db, query, sql):
+    return {r[0] for r in query(db, sql)}
+
+
+def test_file_turned_corrupt_loses_its_vector_and_links(tmp_path, scan_dir, query, embed_stage):
+    root = tmp_path / "data"
+    for i in range(8):
+        _varied(root / "train" / "a" / f"{i}.png", i)
+    db = tmp_path / "i.duckdb"
+    scan_dir(root, db, embed=embed_stage)
+    (fid,) = _ids(db, query, "SELECT file_id FROM images WHERE path = 'train/a/3.png'")
+    assert fid in _ids(db, query, "SELECT file_id FROM embeddings")
+    assert fid in _ids(db, query, "SELECT neighbor_id FROM knn")
+    (root / "train" / "a" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    summary = scan_dir(root, db, embed=embed_stage)
+    assert summary.changed == 1 and summary.corrupt == 1
+    assert fid not in _ids(db, query, "SELECT file_id FROM embeddings")
+    assert fid not in _ids(db, query, "SELECT file_id FROM knn UNION SELECT neighbor_id FROM knn")
+    assert fid not in _ids(db, query, "SELECT file_id FROM embedding_map")
+    others = _ids(db, query, "SELECT file_id FROM images WHERE NOT is_corrupt")
+    assert _ids(db, query, "SELECT file_id FROM knn") == others  # the graph was rebuilt
+
+
+def test_no_embed_rescan_of_an_edited_file_then_a_normal_scan_re_embeds_it(
+    tmp_path, scan_dir, query, embed_stage
+):
+    import numpy as np
+    from PIL import Image
+
+    from dataaudit.embed.spec import prepare_pixels
+
+    root = tmp_path / "data"
+    for i in range(5):
+        _varied(root / f"{i}.png", i)
+    db = tmp_path / "i.duckdb"
+    scan_dir(root, db, embed=embed_stage)
+    (fid,) = _ids(db, query, "SELECT file_id FROM images WHERE path = '2.png'")
+    _varied(root / "2.png", 99, size=80)  # edited: new pixels, new size
+    summary = scan_dir(root, db)  # --no-embed
+    assert summary.changed == 1
+    assert fid not in _ids(db, query, "SELECT file_id FROM embeddings")  # old vector gone
+    summary = scan_dir(root, db, embed=embed_stage)
+    assert summary.embed_only == 1  # read again only to embed it
+    (vec,) = query(db, "SELECT vector FROM embeddings WHERE file_id = ?", [fid])[0]
+    truth = embed_stage.embed([(fid, prepare_pixels(Image.open(root / "2.png"), embed_stage.spec))])
+    cos = float(np.dot(np.asarray(vec), np.asarray(truth["vector"][0].to_list())))
+    assert cos > 0.999
+
+
+def test_kill_inside_the_knn_write_is_rebuilt_by_the_next_run(
+    tmp_path, scan_dir, query, embed_stage, monkeypatch
+):
+    from dataaudit.store import db as store
+
+    root = tmp_path / "data"
+    for i in range(6):
+        _varied(root / f"{i}.png", i)
+    db = tmp_path / "i.duckdb"
+    scan_dir(root, db, embed=embed_stage)
+    old_graph = query(db, "SELECT * FROM knn ORDER BY ALL")
+    for i in range(6, 9):
+        _varied(root / f"{i}.png", i)
+    real_write = store.write_frame
+
+    def killed_in_graph_write(con, table, frame, **kw):
+        if table == "embedding_map":  # the kNN rows are already in the transaction
+            raise KeyboardInterrupt
+        return real_write(con, table, frame, **kw)
+
+    monkeypatch.setattr(store, "write_frame", killed_in_graph_write)
+    with pytest.raises(KeyboardInterrupt):
+        scan_dir(root, db, embed=embed_stage)
+    monkeypatch.undo()
+    assert query(db, "SELECT count(*) FROM embeddings") == [(9,)]  # vectors committed
+    assert query(db, "SELECT * FROM knn ORDER BY ALL") == old_graph  # graph rolled back
+    assert query(db, "SELECT value FROM meta WHERE key = 'knn_needs_rebuild'") == [("1",)]
+    assert query(db, "SELECT status FROM runs ORDER BY run_id DESC LIMIT 1") == [("interrupted",)]
+    summary = scan_dir(root, db, embed=embed_stage)  # nothing to read, but the graph is stale
+    assert summary.new == 0 and summary.changed == 0
+    all_ids = _ids(db, query, "SELECT file_id FROM embeddings")
+    assert _ids(db, query, "SELECT file_id FROM knn") == all_ids
+    assert _ids(db, query, "SELECT file_id FROM embedding_map") == all_ids
+    assert query(db, "SELECT value FROM meta WHERE key = 'knn_needs_rebuild'") == [("0",)]
