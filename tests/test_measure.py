@@ -296,10 +296,18 @@ def test_wrong_extension_is_recorded(image_bytes):
 
 
 def test_measure_file_on_a_missing_file(tmp_path):
+    """Gone since the listing: vanished (no row), never a corrupt file (issue 8 item 8)."""
     m = measure_file(str(tmp_path / "gone.jpg"), ".jpg", CFG)
+    assert m.vanished and m.record["decode_status"] is None
+
+
+def test_measure_file_on_an_unreadable_path(tmp_path):
+    (tmp_path / "dir.jpg").mkdir()  # opening it fails as EIO/EACCES would, not as missing
+    m = measure_file(str(tmp_path / "dir.jpg"), ".jpg", CFG)
+    assert not m.vanished
     assert m.record["decode_status"] == "unreadable"
     assert m.record["is_corrupt"] is True
-    assert m.record["error_class"] == "FileNotFoundError"
+    assert m.record["error_class"] == "IsADirectoryError"
     assert "cannot read file" in m.record["error_message"]
 
 
