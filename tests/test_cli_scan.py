@@ -352,7 +352,8 @@ def test_kill_9_midway_then_resume(tmp_path, start_cli, run_cli, query):
     db = root / ".dataaudit" / "index.duckdb"
     assert query(db, "SELECT count(*), count(DISTINCT path) FROM images") == [(n, n)]
     runs = query(db, "SELECT status, (counts->>'measured')::INT FROM runs ORDER BY run_id")
-    assert runs[-2] == ("running", None)  # the killed run never got to say anything else
+    # The killed run never got to say anything else; the next scan marked it interrupted.
+    assert runs[-2] == ("interrupted", None)
     assert runs[-1][0] == "completed"
     assert runs[-1][1] <= n - seen  # what was committed before the kill is not re-read
     assert f"{n - runs[-1][1]:,} unchanged" in out
