@@ -26,3 +26,7 @@ def sleep_forever(task: Task, root: str, config: MeasureConfig, spec: Any) -> Me
     """A decoder stuck on a file: never answers."""
     while True:
         signal.pause()
+
+
+def _exit_at_start(*args: Any) -> None:
+    os._exit(3)

@@ -566,3 +566,19 @@ def test_kill_inside_the_knn_write_is_rebuilt_by_the_next_run(
     assert _ids(db, query, "SELECT file_id FROM knn") == all_ids
     assert _ids(db, query, "SELECT file_id FROM embedding_map") == all_ids
     assert query(db, "SELECT value FROM meta WHERE key = 'knn_needs_rebuild'") == [("0",)]
+
+
+def test_workers_that_die_as_they_start_stop_the_scan_with_a_message(tmp_path, make_image,
+                                                                     monkeypatch):  # fmt: skip
+    """Not every file is blamed when the workers themselves are broken."""
+    from dataaudit.errors import DataAuditError
+    from dataaudit.scan import pool as pool_mod
+
+    make_image(tmp_path / "a.png")
+    monkeypatch.setattr(pool_mod, "_worker_main", faults._exit_at_start)
+    pool = MeasurePool(2, str(tmp_path), MeasureConfig())
+    try:
+        with pytest.raises(DataAuditError, match="die as they start"):
+            list(pool.map(iter(_tasks(tmp_path, ["a.png"])), 8))
+    finally:
+        pool.close(terminate=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from dataaudit.errors import DataAuditError
 from dataaudit.scan.measure import MeasureConfig, Measurement, empty_record
 from dataaudit.scan.task import Task, measure_task
 
@@ -28,6 +29,8 @@ Result = tuple[Task, "Measurement | None"]
 
 CHUNK = 8  # tasks per message: amortises pipe round trips like Pool's chunksize
 WAIT_S = 0.5  # longest single wait, so a signal is handled promptly
+MAX_START_FAILURES = 3  # workers dying before they are ready: broken, not unlucky
+READY = "ready"
 DIED_CLASS = "DecoderProcessDied"
 
 
@@ -36,6 +39,7 @@ def _worker_main(conn: Connection, root: str, config: MeasureConfig, spec: Any, 
     # Ctrl-C reaches the whole process group: only the main process handles it (it saves
     # what is done and stops the workers), so workers do not each print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn.send(READY)
     while True:
         try:
             chunk = conn.recv()
@@ -66,6 +70,7 @@ class _Worker:
     proc: Any  # multiprocessing.Process
     conn: Connection
     held: deque[Task] = field(default_factory=deque)  # sent, not yet answered, in order
+    ready: bool = False  # started and said so: from then on a death is the file's doing
 
 
 class MeasurePool:
@@ -82,6 +87,7 @@ class MeasurePool:
         self.workers = workers
         self.args = (root, config, embed_spec, work)
         self.deaths = 0
+        self._start_failures = 0
         self._live: list[_Worker] = []
         if workers > 0:
             self._ctx = mp.get_context("forkserver")
@@ -129,24 +135,21 @@ class MeasurePool:
                     chunk = next_chunk()
                     if not chunk:
                         break
-                    w.held.extend(chunk)
                     try:
                         w.conn.send(chunk)
-                    except OSError:
-                        break  # it died; its sentinel says so below
-            if not any(w.held for w in self._live):
-                if exhausted and not retry:
-                    return
-                continue
+                    except OSError:  # it died: its sentinel says so below
+                        retry.extendleft(reversed(chunk))
+                        break
+                    w.held.extend(chunk)
+            if exhausted and not retry and not any(w.held for w in self._live):
+                return
             ready = set(wait([w.conn for w in self._live] + [w.proc.sentinel for w in self._live],
                              timeout=WAIT_S))  # fmt: skip
             for i, w in enumerate(list(self._live)):
                 if w.conn in ready:
                     try:
                         while w.conn.poll():
-                            task, m = w.conn.recv()
-                            w.held.popleft()
-                            yield task, m
+                            yield from self._answer(w, w.conn.recv())
                     except (EOFError, OSError):
                         pass  # died mid-message: handled as a death below
                 if w.proc.sentinel in ready or not w.proc.is_alive():
@@ -156,20 +159,35 @@ class MeasurePool:
         """Drain what a dead worker answered, blame the file it was reading, respawn."""
         try:
             while w.conn.poll():
-                task, m = w.conn.recv()
-                w.held.popleft()
-                yield task, m
+                yield from self._answer(w, w.conn.recv())
         except (EOFError, OSError):
             pass
         w.proc.join()
         w.conn.close()
         self.deaths += 1
+        if not w.ready:  # died starting up: no file is to blame
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                raise DataAuditError(
+                    f"decoder worker processes die as they start (exit {w.proc.exitcode})",
+                    "check memory limits (ulimit -v, container limits), or scan with --workers 0",
+                )
+            retry.extendleft(reversed(w.held))
+            w.held.clear()
         self._live[i] = self._spawn()
         if w.held:
             culprit = w.held.popleft()
             retry.extendleft(reversed(w.held))
             w.held.clear()
             yield culprit, died_measurement(w.proc.exitcode)
+
+    @staticmethod
+    def _answer(w: _Worker, message: Any) -> Iterator[Result]:
+        if message == READY:
+            w.ready = True
+            return
+        w.held.popleft()
+        yield message
 
     def close(self, terminate: bool = False) -> None:
         """Stop the workers: politely (they finish their chunk) or at once."""
