@@ -411,6 +411,118 @@ def export_cmd(
         console.print(safe_text(f"wrote {result.out} in {result.seconds:.1f} s"), markup=False)
 
 
+@app.command("train")
+def train_cmd(
+    path: PathArg,
+    db: DbOpt = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Baselines, comma-separated: input_independent, linear, convnet, resnet18, or all."
+        ),
+    ] = "input_independent,linear,convnet",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per pixel model.")] = 10,
+    size: Annotated[int, typer.Option(min=8, help="Pixel models see SIZE x SIZE images.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seeds Python, NumPy and torch.")] = 0,
+    exclude: Annotated[
+        str | None,
+        typer.Option(help="Leave out images flagged with these issue types (corrupt always)."),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="Resolution sweep sizes, e.g. 64,32,16 (capped at the data's)."),
+    ] = None,
+    second_labels: Annotated[
+        Path | None, typer.Option(help="CSV path,label of a second annotation: human baseline.")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Early stopping after N epochs without a better loss.")
+    ] = None,
+    checks_only: Annotated[
+        bool, typer.Option("--checks-only", help="Only the sanity checks, on the tiny ConvNet.")
+    ] = False,
+    sanity: Annotated[
+        bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks too.")
+    ] = True,
+    check_steps: Annotated[
+        int, typer.Option(min=10, help="Training steps of the input_independent check.")
+    ] = 200,
+) -> None:
+    """Train dumb baselines, check the pipeline, store predictions and model label errors."""
+    import dataaudit as da
+    from dataaudit.store import db as store
+    from dataaudit.train.config import MODELS, TrainConfig
+    from dataaudit.train.run import train
+
+    models = (
+        MODELS
+        if model.strip() == "all"
+        else tuple(m.strip() for m in model.split(",") if m.strip())
+    )
+    sizes = tuple(int(s) for s in sweep.split(",") if s.strip()) if sweep else ()
+    cfg = TrainConfig(
+        models=models, epochs=epochs, size=size, device=device, seed=seed,
+        exclude=tuple(_issue_types(exclude)) if exclude else (), sweep=sizes,
+        second_labels=str(second_labels) if second_labels else None, patience=patience,
+        sanity=sanity or checks_only, sanity_steps=check_steps,
+    )  # fmt: skip
+    idx = da.open_index(db or store.find_index(path))
+    result = train(idx, cfg, say=lambda m: err_console.print(escape(m)), checks_only=checks_only)
+    if result.table.height:
+        from rich.table import Table
+
+        table = Table(title=f"Baselines (run {result.run_id}), evaluated on {result.eval_split}")
+        for col in (
+            "model",
+            "epoch",
+            "train loss",
+            result.eval_split + " loss",
+            "accuracy",
+            "note",
+        ):
+            table.add_column(col)
+        for row in result.table.iter_rows(named=True):
+
+            def num(v: float | None, fmt: str) -> str:
+                return "" if v is None else format(v, fmt)
+
+            table.add_row(
+                row["model"], num(row["epoch"], "d"), num(row["train_loss"], ".4f"),
+                num(row["loss"], ".4f"), num(row["accuracy"], ".1%"), escape(row["note"] or ""),
+            )  # fmt: skip
+        console.print(table)
+    if result.sanity is not None:
+        console.print("Sanity checks (tiny ConvNet baseline):")
+        for r in result.sanity.results:
+            console.print(
+                f"  {r.verdict.upper():<7} {r.name:<19} {escape(r.measured)}"
+                + (f"\n          expected: {escape(r.expected)}" if r.verdict != "pass" else "")
+                + (f"\n          {escape(r.detail)}" if r.detail and r.verdict != "pass" else "")
+            )
+    if result.sweep:
+        console.print(
+            "Resolution sweep (accuracy): "
+            + ", ".join(f"{s} px {a:.1%}" for s, a in sorted(result.sweep.items(), reverse=True))
+        )
+    if result.human:
+        h = result.human
+        console.print(
+            f"Human baseline: {h['agreement']:.1%} agreement with the labels on {h['n']} images, "
+            f"Cohen's kappa {h['kappa']:.3f}"
+        )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
+    if result.label_issues is not None:
+        console.print(
+            f"{result.label_issues} model-based label issue(s) (confident learning); "
+            "`dataaudit report` lists label errors from both votes."
+        )
+    console.print(
+        f"Predictions stored in the index as run {result.run_id}; figures in {result.out_dir}"
+    )
+
+
 def _issue_types(spec: str) -> list[str]:
     from dataaudit.detectors.registry import ISSUE_TYPES
 

@@ -10,8 +10,9 @@ from dataaudit.detectors.base import DetectContext, Detector, Finding, dataset_f
 from dataaudit.detectors.duplicates import detect_duplicates
 from dataaudit.detectors.geometry import detect_geometry
 from dataaudit.detectors.integrity import detect_integrity
+from dataaudit.detectors.label_votes import detect_label_errors
 from dataaudit.detectors.quality import detect_quality
-from dataaudit.detectors.semantic import EXPLAINING_ISSUES, detect_label_errors, detect_outliers
+from dataaudit.detectors.semantic import EXPLAINING_ISSUES, detect_outliers
 
 # issue type -> (severity, one-line description)
 ISSUE_TYPES: dict[str, tuple[str, str]] = {
@@ -34,7 +35,7 @@ ISSUE_TYPES: dict[str, tuple[str, str]] = {
         "warning",
         "far from every other image, or one of a foreign cluster, in embedding space",
     ),
-    "label_error": ("warning", "its nearest neighbours carry another label"),
+    "label_error": ("warning", "its nearest neighbours (and a trained model) say another label"),
     "decompression_bomb": ("info", "too many pixels to decode safely"),
     "unsupported_format": ("info", "a codec Pillow lacks here, or a format never decoded"),
     "unusual_mode": ("info", "colour mode (CMYK, 16-bit, palette, alpha) rare in this dataset"),
@@ -65,7 +66,7 @@ DETECTORS: tuple[Detector, ...] = (
              "distance to the nearest neighbours in embedding space, global and per label; "
              "clusters far from their labels", reads=EXPLAINING_ISSUES),
     Detector("label_errors", ("label_error",), detect_label_errors,
-             "similarity-weighted vote of the nearest neighbours' labels",
+             "neighbours' label vote, merged with confident learning after `dataaudit train`",
              reads=(*EXPLAINING_ISSUES, "outlier")),
     Detector("balance", (), detect_balance, "class counts per split, imbalance, label shift"),
     Detector("spurious", (), detect_spurious, "properties that alone predict a label"),

@@ -140,3 +140,63 @@ CREATE TABLE IF NOT EXISTS embedding_map (
     x       REAL,
     y       REAL
 );
+
+-- Training runs (`dataaudit train`): per-example predictions of each baseline, for review.
+-- out_of_fold: predicted by a model that never saw the image (k-fold cross-fitting for the
+-- training split, the model fitted on the training split for the others).
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id      INTEGER NOT NULL,
+    model       VARCHAR NOT NULL,   -- input_independent, linear, convnet, resnet18
+    file_id     BIGINT NOT NULL,
+    split       VARCHAR,
+    label       VARCHAR,            -- the dataset's label
+    predicted   VARCHAR,
+    probs       FLOAT[],            -- in the order of the run's classes (runs.params)
+    loss        REAL,               -- cross-entropy against the dataset's label
+    margin      REAL,               -- p(label) minus the largest other p: < 0 = mispredicted
+    out_of_fold BOOLEAN
+);
+
+-- One row per (run, model, epoch) on the evaluation split (every example, never a sample).
+CREATE TABLE IF NOT EXISTS train_metrics (
+    run_id     INTEGER NOT NULL,
+    model      VARCHAR NOT NULL,
+    epoch      INTEGER NOT NULL,
+    train_loss DOUBLE,
+    loss       DOUBLE,
+    accuracy   DOUBLE,
+    per_class  JSON,               -- {class: accuracy}
+    confusion  JSON                -- rows = label, columns = prediction, classes in run order
+);
+
+-- Predictions on a fixed set of evaluation images after every epoch (the app replays them).
+CREATE TABLE IF NOT EXISTS prediction_dynamics (
+    run_id    INTEGER NOT NULL,
+    model     VARCHAR NOT NULL,
+    epoch     INTEGER NOT NULL,
+    file_id   BIGINT NOT NULL,
+    predicted VARCHAR,
+    p_label   REAL                 -- probability of the dataset's label
+);
+
+-- Model-based label issues (confident learning on out-of-fold probabilities); the
+-- label_error detector merges them with the neighbour vote.
+CREATE TABLE IF NOT EXISTS model_label_issues (
+    run_id    INTEGER NOT NULL,
+    model     VARCHAR NOT NULL,
+    file_id   BIGINT NOT NULL,
+    label     VARCHAR,
+    suggested VARCHAR,             -- the model's most likely label
+    quality   REAL,                -- cleanlab label quality in [0, 1]; low = likely wrong
+    is_issue  BOOLEAN NOT NULL     -- cleanlab find_label_issues
+);
+
+-- The training sanity checks (`dataaudit train --checks-only`, `dataaudit.sanity`).
+CREATE TABLE IF NOT EXISTS sanity_checks (
+    run_id   INTEGER NOT NULL,
+    name     VARCHAR NOT NULL,
+    verdict  VARCHAR NOT NULL,     -- pass, fail, warn, skipped
+    measured VARCHAR,
+    expected VARCHAR,
+    detail   VARCHAR
+);
