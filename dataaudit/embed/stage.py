@@ -106,7 +106,7 @@ class EmbedStage:
         if not db.graph_is_stale(con) and (have_graph or not have_vectors):
             return
         data = con.sql(
-            "SELECT e.file_id, e.vector, i.label FROM embeddings e JOIN images i USING (file_id) "
+            "SELECT e.file_id, i.label FROM embeddings e JOIN images i USING (file_id) "
             "ORDER BY e.file_id"
         ).pl()
         con.execute("BEGIN")
@@ -123,18 +123,23 @@ class EmbedStage:
 
     def _write_graph(self, con: duckdb.DuckDBPyConnection, data: pl.DataFrame) -> None:
         from dataaudit.embed.analysis import project_2d
-        from dataaudit.embed.knn import knn, knn_within_groups
+        from dataaudit.embed.knn import knn_graph, knn_within_groups, read_vectors
 
         ids = data["file_id"].to_numpy()
-        vectors = np.asarray(data["vector"].to_list(), dtype=np.float32)
+        # One float32 array (or, above knn.EXACT_MAX, streamed 256-d fp16), never lists.
+        vectors, reduced = read_vectors(
+            con,
+            "SELECT e.vector FROM embeddings e JOIN images i USING (file_id) ORDER BY e.file_id",
+            data.height,
+        )
         device = self._embedder.device if self._embedder else "cpu"
-        idx, sim = knn(vectors, self.k, device=device)
+        idx, sim = knn_graph(vectors, self.k, device=device, reduced=reduced)
         frames = [_knn_frame(ids, idx, sim, "all")]
         labels = data["label"].to_numpy()
         labelled = np.flatnonzero(data["label"].is_not_null().to_numpy())
         if len(labelled) >= 2:
             lidx, lsim = knn_within_groups(vectors[labelled], labels[labelled].astype(str),
-                                           self.k, device=device)  # fmt: skip
+                                           self.k, device=device, reduced=reduced)  # fmt: skip
             lidx = np.where(lidx >= 0, labelled[np.clip(lidx, 0, None)], -1)
             frames.append(_knn_frame(ids[labelled], lidx, lsim, "label", all_ids=ids))
         db.write_frame(con, "knn", pl.concat(frames))
