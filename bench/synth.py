@@ -15,9 +15,12 @@ noise over all dimensions sized so the top 256 of 1,280 directions keep ~91% of 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-BLOCK = 65_536
+BLOCK = 16_384
 
 
 def _model(dim: int, seed: int, clusters: int, latent: int, extra: int):
@@ -55,3 +58,21 @@ def clustered_vectors(
         a, b = max(lo, start), min(hi, stop)
         out[a - start : b - start] = x[a - lo : b - lo]
     return out
+
+
+def cached_vectors(n: int, folder: Path, dim: int = 1280, seed: int = 0) -> np.ndarray:
+    """Rows [0, n) as a read-only float16 memmap in `folder`, generated once (generating
+    a million 1,280-d rows costs minutes; reading them back from the page cache, seconds).
+    Written to a temp name and renamed, so an interrupted build is never reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"vectors_{n}x{dim}_seed{seed}.f16.npy"
+    if not path.exists():
+        tmp = path.with_suffix(f".partial{os.getpid()}")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
+        for lo in range(0, n, BLOCK):
+            hi = min(n, lo + BLOCK)
+            out[lo:hi] = clustered_vectors(lo, hi, dim=dim, seed=seed)
+        out.flush()
+        del out
+        tmp.rename(path)
+    return np.load(path, mmap_mode="r")

@@ -38,22 +38,36 @@ def test_vectors_from_arrow_equals_lists_and_rejects_ragged():
         knn_mod.vectors_from_arrow(pa.array([[1.0], None]))
 
 
-def test_read_vectors_full_and_streamed_projection(tmp_path):
-    x, _ = _clusters(600, 300)
+def test_duckdb_blocks_and_build_graph_both_paths(tmp_path):
+    x, label = _clusters(1500, 300, centres=6)
+    ids = np.arange(1500, dtype=np.int64) * 3 + 7  # gaps in file ids
     con = duckdb.connect(str(tmp_path / "v.duckdb"))
     con.execute("CREATE TABLE e (file_id BIGINT, vector FLOAT[])")
-    rows = pa.table({"file_id": np.arange(600)[::-1].copy(), "vector": x[::-1].tolist()})  # noqa: F841
+    rows = pa.table({"file_id": ids[::-1].copy(), "vector": x[::-1].tolist()})  # noqa: F841
     con.execute("INSERT INTO e SELECT * FROM rows")
-    sql = "SELECT vector FROM e ORDER BY file_id"
-    full, reduced = knn_mod.read_vectors(con, sql, 600, batch_rows=128)
-    assert not reduced and full.dtype == np.float32 and np.array_equal(full, x)
-    small, reduced = knn_mod.read_vectors(con, sql, 600, exact_max=100, batch_rows=128)
-    assert reduced and small.dtype == np.float16 and small.shape == (600, knn_mod.REDUCED_DIM)
-    # streamed in 128-row batches = projecting the whole array at once
-    basis = knn_mod.fit_projection(x[knn_mod.sample_rows(600)])
-    assert np.allclose(small, knn_mod.project(x, basis), atol=1e-3)
-    with pytest.raises(ValueError, match="expected 601"):
-        knn_mod.read_vectors(con, sql, 601)
+    sql = "SELECT vector FROM e WHERE file_id BETWEEN ? AND ? ORDER BY file_id"
+    read = knn_mod.duckdb_blocks(con, sql, ids, rows=256)
+    assert np.array_equal(np.concatenate(list(read(0, 1500))), x)
+    assert np.array_equal(np.concatenate(list(read(300, 301))), x[300:301])
+    groups = label.astype(np.int64)
+    groups[::10] = -1  # unlabelled rows take part globally, not in a group
+    exact = knn_mod.build_graph(read, 1500, 5, groups=groups)
+    approx = knn_mod.build_graph(read, 1500, 5, groups=groups, exact_max=100, threads=1,
+                                 memory_bytes=300 * 300 * 2)  # fmt: skip  # 5 passes
+    assert approx["map_vectors"].shape == (1500, knn_mod.REDUCED_DIM)
+    assert _recall(approx["idx"], exact["idx"]) >= 0.98
+    # re-ranked similarities are the exact cosines (one side held in fp16)
+    same = approx["idx"] == exact["idx"]
+    assert np.allclose(approx["sim"][same], exact["sim"][same], atol=2e-3)
+    for graph in (exact, approx):
+        gi = graph["group_idx"]
+        assert (gi[groups < 0] == -1).all() and np.isnan(graph["group_sim"][groups < 0]).all()
+        labelled = groups >= 0
+        assert (groups[gi[labelled]] == groups[labelled, None]).all()
+    assert _recall(approx["group_idx"][groups >= 0], exact["group_idx"][groups >= 0]) >= 0.98
+    bad = knn_mod.duckdb_blocks(con, sql, ids + 1)
+    with pytest.raises(ValueError, match="got"):
+        list(bad(0, 1500))
 
 
 def test_projection_keeps_inner_products_of_low_rank_vectors():
@@ -92,9 +106,8 @@ def test_approx_small_sets_and_groups():
     red = knn_mod.project(x, knn_mod.fit_projection(x))
     idx, sim = knn_mod.approx_knn(red[:2], 5)
     assert idx.tolist() == [[1], [0]] and sim.shape == (2, 1)
-    gidx, gsim = knn_mod.knn_within_groups(red, label.astype(str), 5, reduced=True)
-    valid = gidx >= 0
-    assert valid.all()  # every group has > 5 members
+    gidx, _ = knn_mod.knn_within_groups(x, label.astype(str), 5, exact_max=50)
+    assert (gidx >= 0).all()  # every group has > 5 members
     assert (label[gidx] == label[:, None]).all()
     exact_g, _ = knn_mod.knn_within_groups(x, label.astype(str), 5)
     assert _recall(gidx, exact_g) >= 0.95

@@ -14,20 +14,23 @@ Queries whose certificate fails are recomputed in fp32 over all vectors, so the 
 exact either way.
 
 Above `EXACT_MAX` vectors the exact search is quadratic (100,000 vectors: about a minute on 2
-cores; a million: hours), so `knn_graph` switches to an approximate one:
+cores; a million: hours), so `build_graph` (and `knn_graph` for in-memory arrays) switches to:
 
-    basis = fit_projection(sample)                 # (D, 256): top directions of the vectors
-    reduced = project(vectors, basis)              # (N, 256) float16, in chunks
-    idx, sim = approx_knn(reduced, k)              # faiss HNSW, inner product
+1. `reduce_stream`: project every vector on the top REDUCED_DIM directions of a sample
+   (`fit_projection`), as float16, streaming the vectors block by block;
+2. `approx_knn`: a faiss HNSW graph over the projections (inner product) gives
+   CANDIDATES_PER_K * k candidates per vector (and per label group);
+3. `rerank` / `score_pairs`: the candidates are scored with the full vectors, one block
+   of RERANK_BYTES at a time, so the similarities are true cosines (one side in fp16,
+   error ~1e-3) and memory never holds the full matrix.
 
-The projection is onto the top eigenvectors of the *uncentred* second moment of unit vectors,
-so inner products (= cosines) are kept up to the dropped energy and the reduced vectors are
-searched by inner product without re-normalising (re-normalising cost 2-3 points of recall in
-bench/bench_knn.py). Similarities of the approximate graph are those reduced inner products.
+The projection keeps inner products (cosines) up to the dropped energy; it is enough to
+find the candidates, not to order them (bench/bench_knn.py measures both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -200,20 +203,58 @@ def knn(
     return out_idx, out_sim
 
 
-# --- large sets: reduced vectors and an approximate index ------------------------------
+# --- large sets: reduced vectors, an approximate index, exact re-ranking ---------------
 
 # Up to this many vectors the graph is exact; above it, approximate (see the module doc).
 EXACT_MAX = 100_000
-REDUCED_DIM = 256
+# Candidates come from 128-d projections: at 100k synthetic 1,280-d vectors the projection
+# alone keeps recall@10 at 0.94 (256-d: 0.94, 512-d: 0.95), and re-ranking 2k candidates
+# with the full vectors brings it to 1.0 (bench/bench_knn.py), so a wider projection only
+# costs time.
+REDUCED_DIM = 128
+CANDIDATES_PER_K = 3  # candidates searched per neighbour kept, re-ranked exactly
 # Rows the projection is fitted on: the D x D second moment of 50,000 rows pins the top
-# 256 directions; more rows cost time and change nothing measurable.
+# directions; more rows cost time and change nothing measurable.
 PROJECTION_SAMPLE = 50_000
-# HNSW graph degree and search breadth (faiss defaults are 32 / 40 / 16): chosen in
-# bench/bench_knn.py for recall@10 >= 0.95 against the exact graph.
+# HNSW graph degree and search breadth (faiss defaults: 32 / 40 / 16).
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 64
-_CHUNK_ROWS = 65_536  # rows per projection / search batch: bounds temporaries to ~100 MB
+# Memory for the block of full vectors held while re-ranking (fp16); more passes over the
+# vectors when they do not fit.
+RERANK_BYTES = 1024**3
+_CHUNK_ROWS = 65_536  # rows per projection / search batch
+_PAIR_CHUNK = 16_384  # candidate pairs scored at once (~84 MB per gather at 1,280-d)
+
+# read(lo, hi) yields the float32 vectors of rows [lo, hi) in order, in blocks.
+Blocks = Callable[[int, int], Iterator[np.ndarray]]
+
+
+def array_blocks(vectors: np.ndarray, rows: int = _CHUNK_ROWS) -> Blocks:
+    """A `Blocks` reader over an in-memory (N, D) array."""
+
+    def read(lo: int, hi: int) -> Iterator[np.ndarray]:
+        for start in range(lo, hi, rows):
+            yield np.asarray(vectors[start : min(hi, start + rows)], dtype=np.float32)
+
+    return read
+
+
+def duckdb_blocks(con: Any, sql: str, ids: np.ndarray, rows: int = _CHUNK_ROWS) -> Blocks:
+    """A `Blocks` reader over a query: `sql` selects one column of equal-length float lists
+    for the rows with `file_id BETWEEN ? AND ?`, ordered by file_id; `ids` holds every
+    row's file_id, ascending. One query per block keeps memory at one block."""
+
+    def read(lo: int, hi: int) -> Iterator[np.ndarray]:
+        for start in range(lo, hi, rows):
+            stop = min(hi, start + rows)
+            params = [int(ids[start]), int(ids[stop - 1])]
+            block = vectors_from_arrow(con.sql(sql, params=params).to_arrow_table().column(0))
+            if len(block) != stop - start:
+                raise ValueError(f"rows {start}..{stop}: got {len(block)} vectors")
+            yield block
+
+    return read
 
 
 def vectors_from_arrow(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -253,7 +294,7 @@ def fit_projection(sample: np.ndarray, dim: int = REDUCED_DIM) -> np.ndarray | N
 
     Uncentred, because the kNN ranks by inner product: projecting onto the directions that
     carry most of sum(x x^T) keeps inner products best (centred PCA keeps distances to the
-    mean instead). Deterministic for a given sample (eigh, signs irrelevant to products).
+    mean instead). Deterministic for a given sample.
     """
     x = _unit_rows(sample)
     if x.ndim != 2 or x.shape[0] == 0:
@@ -273,8 +314,7 @@ def project(
     vectors: np.ndarray, basis: np.ndarray | None, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Unit-normalise rows and project them on `basis` (None: keep all dimensions), in
-    chunks, into float16 (halves the memory; fp16 keeps cosines to ~1e-3). `out` lets a
-    caller fill a preallocated (N, dim) array batch by batch."""
+    chunks, into float16. `out` lets a caller fill a preallocated (N, dim) array."""
     vectors = np.asarray(vectors)
     dim = vectors.shape[1] if basis is None else basis.shape[1]
     if out is None:
@@ -282,6 +322,33 @@ def project(
     for start in range(0, len(vectors), _CHUNK_ROWS):
         block = _unit_rows(vectors[start : start + _CHUNK_ROWS])
         out[start : start + len(block)] = block if basis is None else block @ basis
+    return out
+
+
+def sample_rows(n: int, size: int = PROJECTION_SAMPLE, seed: int = 0) -> np.ndarray:
+    """Sorted row positions of a fixed-seed sample (all rows when n <= size)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def reduce_stream(read: Blocks, n: int, dim: int = REDUCED_DIM) -> np.ndarray:
+    """(N, dim) float16 projections of all rows, in two passes over `read` (the sample
+    rows, then every row), so the full float32 matrix never exists."""
+    want = sample_rows(n)
+    parts, pos = [], 0
+    for block in read(0, n):
+        hit = want[(want >= pos) & (want < pos + len(block))] - pos
+        parts.append(block[hit])
+        pos += len(block)
+    basis = fit_projection(np.concatenate(parts), dim)
+    del parts
+    out, pos = None, 0
+    for block in read(0, n):
+        if out is None:
+            out = np.empty((n, block.shape[1] if basis is None else dim), dtype=np.float16)
+        project(block, basis, out=out[pos : pos + len(block)])
+        pos += len(block)
     return out
 
 
@@ -298,11 +365,11 @@ def approx_knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate inner-product kNN of every row against all others, self excluded.
 
-    `reduced` comes from `project` (float16 or float32, rows of norm <= 1). Uses a faiss
-    HNSW graph (`IndexHNSWFlat`, inner product). Returns (indices int64 (N, k'), similarities
-    float32 (N, k')), k' = min(k, N - 1), best first, ties by lower index; a slot the search
-    could not fill holds -1 / NaN. HNSW inserts in parallel, so with several threads two runs
-    can differ in a few neighbours; `threads=1` makes it reproducible.
+    `reduced` comes from `project` (rows of norm <= 1). A faiss HNSW graph
+    (`IndexHNSWFlat`, inner product). Returns (indices int64 (N, k'), inner products float32
+    (N, k')), k' = min(k, N - 1), best first, ties by lower index; a slot the search could
+    not fill holds -1 / NaN. HNSW inserts in parallel, so with several threads two runs can
+    differ in a few candidates; `threads=1` makes it reproducible.
     """
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -316,29 +383,143 @@ def approx_knn(
     for start in range(0, n, _CHUNK_ROWS):
         index.add(np.ascontiguousarray(reduced[start : start + _CHUNK_ROWS], dtype=np.float32))
     index.hnsw.efSearch = max(ef_search, kk + 1)
-    out_idx = np.full((n, kk), -1, dtype=np.int64)
-    out_sim = np.full((n, kk), np.nan, dtype=np.float32)
+    out_idx = np.empty((n, kk), dtype=np.int64)
+    out_sim = np.empty((n, kk), dtype=np.float32)
     for start in range(0, n, _CHUNK_ROWS):
         block = np.ascontiguousarray(reduced[start : start + _CHUNK_ROWS], dtype=np.float32)
         sims, ids = index.search(block, kk + 1)
         rows = np.arange(start, start + len(block))[:, None]
-        drop = (ids == rows) | (ids < 0)
-        sims = np.where(drop, -np.inf, sims)
-        ids = np.where(drop, np.iinfo(np.int64).max, ids)
-        order = np.lexsort((ids, -sims), axis=1)[:, :kk]  # best first, ties by index
-        ids = np.take_along_axis(ids, order, axis=1)
-        sims = np.take_along_axis(sims, order, axis=1)
-        empty = ~np.isfinite(sims)
-        out_idx[start : start + len(block)] = np.where(empty, -1, ids)
-        out_sim[start : start + len(block)] = np.where(empty, np.nan, np.clip(sims, -1, 1))
+        sims[(ids == rows) | (ids < 0)] = -np.inf
+        out_idx[start : start + len(block)], out_sim[start : start + len(block)] = _best(
+            ids, sims, kk
+        )
     return out_idx, out_sim
 
 
-def sample_rows(n: int, size: int = PROJECTION_SAMPLE, seed: int = 0) -> np.ndarray:
-    """Sorted row positions of a fixed-seed sample (all rows when n <= size)."""
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+def _best(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First k per row by (-similarity, index); -inf slots become -1 / NaN."""
+    ids = np.where(np.isfinite(sims), ids, np.iinfo(np.int64).max)
+    order = np.lexsort((ids, -sims), axis=1)[:, :k]
+    ids = np.take_along_axis(ids, order, axis=1)
+    sims = np.take_along_axis(sims, order, axis=1)
+    empty = ~np.isfinite(sims)
+    return np.where(empty, -1, ids), np.where(empty, np.nan, np.clip(sims, -1, 1)).astype(
+        np.float32
+    )
+
+
+def rerank(
+    read: Blocks, n: int, cand: np.ndarray, k: int, memory_bytes: int = RERANK_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of every (row, candidate) pair from the full vectors, best k kept.
+
+    `cand` is (N, C) row indices (-1: none). Returns the same contract as `knn`.
+    """
+    sims = score_pairs(read, n, cand, memory_bytes)
+    return _best(np.where(cand >= 0, cand, 0), sims, min(k, cand.shape[1]))
+
+
+def score_pairs(
+    read: Blocks, n: int, cand: np.ndarray, memory_bytes: int = RERANK_BYTES
+) -> np.ndarray:
+    """(N, C) float32 cosines of row i and row cand[i, j] (-inf where cand is -1); row i
+    is held in float16, so values are within ~1e-3 of the float32 cosine.
+
+    Rows are held in blocks of `memory_bytes` as float16; each block costs one pass over
+    all vectors, so memory stays at one block whatever N is.
+    """
+    sims = np.full(cand.shape, -np.inf, dtype=np.float32)
+    q_lo, q_rows = 0, 0
+    while q_lo < n:
+        held, got = [], 0
+        for block in read(q_lo, n):
+            q_rows = q_rows or max(1, memory_bytes // (block.shape[1] * 2))
+            part = block[: q_rows - got]
+            held.append(_unit_rows(part).astype(np.float16))
+            got += len(part)
+            if got >= q_rows:
+                break
+        q = np.concatenate(held)
+        qc = cand[q_lo : q_lo + len(q)]
+        c_lo = 0
+        for block in read(0, n):
+            c_hi = c_lo + len(block)
+            qi, cj = np.nonzero((qc >= c_lo) & (qc < c_hi))
+            unit = _unit_rows(block) if len(qi) else None
+            for p in range(0, len(qi), _PAIR_CHUNK):
+                a, b = qi[p : p + _PAIR_CHUNK], cj[p : p + _PAIR_CHUNK]
+                rows = unit[qc[a, b] - c_lo]
+                sims[q_lo + a, b] = np.einsum("pd,pd->p", q[a].astype(np.float32), rows)
+            c_lo = c_hi
+        q_lo += len(q)
+    return sims
+
+
+def build_graph(
+    read: Blocks,
+    n: int,
+    k: int,
+    groups: np.ndarray | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    exact_max: int = EXACT_MAX,
+    threads: int | None = None,
+    memory_bytes: int = RERANK_BYTES,
+) -> dict[str, np.ndarray]:
+    """The kNN graph over all rows, and within groups, from a `Blocks` reader.
+
+    Up to `exact_max` rows: all vectors in memory (float32) and exact `knn`. Above: the rows
+    projected to REDUCED_DIM fp16 (`reduce_stream`), CANDIDATES_PER_K * k candidates per
+    row from `approx_knn` (globally, and per group), then `rerank` with the full vectors,
+    so the similarities are exact cosines and recall is that of the candidate lists.
+    `groups`: (N,) int codes, -1 = no group. Returns idx/sim (N, k), and group_idx/
+    group_sim (N, k) when groups are given (-1 / NaN where a row has no group or too few
+    peers), and `map_vectors`: what a 2-D map should be computed from.
+    """
+    out: dict[str, np.ndarray] = {}
+    if n <= exact_max:
+        x = np.concatenate(list(read(0, n))) if n else np.zeros((0, 0), dtype=np.float32)
+        out["idx"], out["sim"] = knn(x, k, device=device, precision=precision)
+        if groups is not None:
+            member = np.flatnonzero(groups >= 0)
+            gi, gs = knn_within_groups(x[member], groups[member].astype(str), k,
+                                       device=device, precision=precision)  # fmt: skip
+            out["group_idx"], out["group_sim"] = _scatter(n, member, gi, gs, k)
+        out["map_vectors"] = x
+        return out
+    reduced = reduce_stream(read, n)
+    wide = CANDIDATES_PER_K * k
+    cand = [approx_knn(reduced, wide, threads=threads)[0]]
+    if groups is not None:
+        member = np.flatnonzero(groups >= 0)
+        g_cand = np.full((n, wide), -1, dtype=np.int64)
+        order = member[np.argsort(groups[member], kind="stable")]
+        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        for rows in np.split(order, bounds):
+            if len(rows) < 2:
+                continue
+            gi, _ = approx_knn(reduced[rows], wide, threads=threads)
+            g_cand[rows, : gi.shape[1]] = np.where(gi >= 0, rows[np.clip(gi, 0, None)], -1)
+        cand.append(g_cand)
+    sims = score_pairs(read, n, np.concatenate(cand, axis=1), memory_bytes)
+    width = cand[0].shape[1]
+    for name, c, part in (("", cand[0], sims[:, :width]), ("group_", cand[-1], sims[:, width:])):
+        if name and groups is None:
+            continue
+        out[f"{name}idx"], out[f"{name}sim"] = _best(np.where(c >= 0, c, 0), part, k)
+    out["map_vectors"] = reduced
+    return out
+
+
+def _scatter(
+    n: int, rows: np.ndarray, idx: np.ndarray, sim: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Results for a subset of rows (local indices) as (N, k) global arrays."""
+    out_idx = np.full((n, k), -1, dtype=np.int64)
+    out_sim = np.full((n, k), np.nan, dtype=np.float32)
+    out_idx[rows, : idx.shape[1]] = np.where(idx >= 0, rows[np.clip(idx, 0, None)], -1)
+    out_sim[rows, : sim.shape[1]] = sim
+    return out_idx, out_sim
 
 
 def knn_graph(
@@ -348,69 +529,16 @@ def knn_graph(
     precision: str = "auto",
     exact_max: int = EXACT_MAX,
     threads: int | None = None,
-    reduced: bool = False,
     chunk: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph with the right method for the size: exact `knn` up to `exact_max` vectors,
-    else `approx_knn` over vectors projected to REDUCED_DIM (fp16). Same return contract.
-    `reduced=True`: the vectors already come from `project` (see `read_vectors`), so they
-    are searched approximately as they are (re-normalising them would cost recall)."""
-    if reduced:
-        return approx_knn(vectors, k, threads=threads)
+    """`knn` up to `exact_max` vectors, else the approximate path of `build_graph` (exact
+    cosines of re-ranked candidates). Same return contract as `knn`."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if len(vectors) <= exact_max:
         return knn(vectors, k, device=device, chunk=chunk, precision=precision)
-    basis = fit_projection(vectors[sample_rows(len(vectors))])
-    return approx_knn(project(vectors, basis), k, threads=threads)
-
-
-def read_vectors(
-    con: Any, sql: str, n: int, exact_max: int = EXACT_MAX, batch_rows: int = _CHUNK_ROWS
-) -> tuple[np.ndarray, bool]:
-    """The vectors a query returns (its first column: equal-length float lists), in order.
-
-    Returns (vectors, reduced): float32 (N, D) when N <= exact_max; above it, (N,
-    REDUCED_DIM) float16 from `project` in two streamed passes (the sample rows, then every
-    row), so the full float32 matrix (5 GB for a million 1,280-d vectors) never exists.
-    `con` is a DuckDB connection; `n` the row count the query returns.
-    """
-    reduced = n > exact_max
-    basis = None
-    if reduced:
-        want = sample_rows(n)
-        parts, pos = [], 0
-        for batch in _batches(con, sql, batch_rows):
-            hit = want[(want >= pos) & (want < pos + len(batch))] - pos
-            if len(hit):
-                parts.append(vectors_from_arrow(batch.column(0).take(pa.array(hit))))
-            pos += len(batch)
-        basis = fit_projection(np.concatenate(parts))
-    out, pos = None, 0
-    for batch in _batches(con, sql, batch_rows):
-        block = vectors_from_arrow(batch.column(0))
-        if out is None:
-            dim = basis.shape[1] if basis is not None else block.shape[1]
-            out = np.empty((n, dim), dtype=np.float16 if reduced else np.float32)
-        if pos + len(block) > n:
-            raise ValueError(f"the query returned more than the {n} rows announced")
-        if reduced:
-            project(block, basis, out=out[pos : pos + len(block)])
-        else:
-            out[pos : pos + len(block)] = block
-        pos += len(block)
-    if out is None or pos != n:
-        raise ValueError(f"the query returned {pos} rows, expected {n}")
-    return out, reduced
-
-
-def _batches(con: Any, sql: str, rows: int):
-    relation = con.sql(sql)
-    # DuckDB 2 renamed record_batch to to_arrow_reader
-    fetch = getattr(relation, "to_arrow_reader", None) or relation.record_batch
-    reader = fetch(rows)
-    for batch in reader:
-        if len(batch):
-            yield batch
+    graph = build_graph(array_blocks(vectors), len(vectors), k, exact_max=exact_max,
+                        threads=threads)  # fmt: skip
+    return graph["idx"], graph["sim"]
 
 
 def knn_within_groups(
@@ -421,16 +549,15 @@ def knn_within_groups(
     chunk: int = 4096,
     precision: str = "auto",
     exact_max: int = EXACT_MAX,
-    reduced: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """kNN restricted to vectors of the same group (e.g. the same label); each group is
-    searched exactly or approximately by its own size (`knn_graph`; `reduced` as there).
+    searched exactly or approximately by its own size (`knn_graph`).
 
     Returns global indices and similarities, shape (N, k); where a group has k or fewer other
     members the missing slots hold index -1 and similarity NaN. Group keys are compared as
     strings; drop unlabelled rows before calling if they should not form a group.
     """
-    vecs = np.asarray(vectors) if reduced else np.asarray(vectors, dtype=np.float32)
+    vecs = np.asarray(vectors, dtype=np.float32)
     keys = np.asarray(groups)
     if len(keys) != len(vecs):
         raise ValueError("groups must have one entry per vector")
@@ -443,7 +570,7 @@ def knn_within_groups(
         if len(members) < 2:
             continue
         idx, sim = knn_graph(vecs[members], k, device=device, chunk=chunk, precision=precision,
-                             exact_max=exact_max, reduced=reduced)  # fmt: skip
+                             exact_max=exact_max)  # fmt: skip
         out_idx[members, : idx.shape[1]] = np.where(idx >= 0, members[np.clip(idx, 0, None)], -1)
         out_sim[members, : sim.shape[1]] = sim
     return out_idx, out_sim

@@ -123,27 +123,25 @@ class EmbedStage:
 
     def _write_graph(self, con: duckdb.DuckDBPyConnection, data: pl.DataFrame) -> None:
         from dataaudit.embed.analysis import project_2d
-        from dataaudit.embed.knn import knn_graph, knn_within_groups, read_vectors
+        from dataaudit.embed.knn import build_graph, duckdb_blocks
 
         ids = data["file_id"].to_numpy()
-        # One float32 array (or, above knn.EXACT_MAX, streamed 256-d fp16), never lists.
-        vectors, reduced = read_vectors(
-            con,
-            "SELECT e.vector FROM embeddings e JOIN images i USING (file_id) ORDER BY e.file_id",
-            data.height,
-        )
-        device = self._embedder.device if self._embedder else "cpu"
-        idx, sim = knn_graph(vectors, self.k, device=device, reduced=reduced)
-        frames = [_knn_frame(ids, idx, sim, "all")]
-        labels = data["label"].to_numpy()
+        # Vectors are read block by block as float32 arrays (never Python lists); above
+        # knn.EXACT_MAX they are streamed, projected and re-ranked in bounded memory.
+        read = duckdb_blocks(con, "SELECT e.vector FROM embeddings e JOIN images i USING "
+                             "(file_id) WHERE e.file_id BETWEEN ? AND ? ORDER BY e.file_id", ids)  # fmt: skip
         labelled = np.flatnonzero(data["label"].is_not_null().to_numpy())
+        groups = np.full(len(ids), -1, dtype=np.int64)
+        labels = data["label"].to_numpy()[labelled].astype(str)
+        groups[labelled] = np.unique(labels, return_inverse=True)[1]
+        device = self._embedder.device if self._embedder else "cpu"
+        graph = build_graph(read, len(ids), self.k, groups=groups, device=device)
+        frames = [_knn_frame(ids, graph["idx"], graph["sim"], "all")]
         if len(labelled) >= 2:
-            lidx, lsim = knn_within_groups(vectors[labelled], labels[labelled].astype(str),
-                                           self.k, device=device, reduced=reduced)  # fmt: skip
-            lidx = np.where(lidx >= 0, labelled[np.clip(lidx, 0, None)], -1)
+            lidx, lsim = graph["group_idx"][labelled], graph["group_sim"][labelled]
             frames.append(_knn_frame(ids[labelled], lidx, lsim, "label", all_ids=ids))
         db.write_frame(con, "knn", pl.concat(frames))
-        xy = project_2d(vectors)
+        xy = project_2d(graph["map_vectors"])
         db.write_frame(
             con, "embedding_map", pl.DataFrame({"file_id": ids, "x": xy[:, 0], "y": xy[:, 1]})
         )

@@ -1,0 +1,311 @@
+"""Nearest neighbours past 100,000 images: the approximate graph against the exact one.
+
+Run:  python bench/bench_knn.py                         # recall at 100k, 1M graph, storage
+      python bench/bench_knn.py --parts recall --n-recall 20000     # quick
+      python bench/bench_knn.py --parts graph --n-graph 1000000
+
+Data: synthetic clustered 1,280-d vectors (bench/synth.py: 1,000 classes, PCA-256 keeps ~91%
+of the energy, neighbour cosines ~0.75), since no 1M-image set exists here. Parts, each in a
+fresh forked process so that its peak RSS (ru_maxrss) and CPU seconds are its own:
+
+recall   n = --n-recall vectors: the exact graph (`knn`, the baseline) and the approximate one
+         (`knn_graph` with the threshold at 0: projection to 128-d fp16, faiss HNSW for 30
+         candidates, re-ranked with the full vectors), both timed; recall@10 of the
+         approximate graph against the exact one over all n rows, and what the projection
+         alone would give: an exact top 10 in the reduced space, on a sample of rows.
+graph    n = --n-graph vectors streamed block by block as the scan streams them from the
+         index (`build_graph`'s steps): pass 1 keeps the projection sample, pass 2 projects
+         each block into the fp16 array; `approx_knn` gives 30 candidates; `rerank` scores
+         them with the full vectors, 1 GiB of rows per pass. The vectors are generated once
+         into bench/.data/ as a float16 .npy (minutes) and read back block by block; the
+         read time (it stands in for reading the index) is reported apart.
+         Recall@10 on --queries random rows against brute force over all n original vectors
+         Target: graph < 600 s on 2 cores, recall >= 0.95.
+storage  n = --n-storage vectors written (a) into a DuckDB table `vector FLOAT[]` as the
+         index holds them, (b) as Parquet shards of --shard-rows rows beside it; size on
+         disk, write seconds, and seconds to read every vector back in blocks the way the
+         graph does (`duckdb_blocks`: one file_id range query per 65,536 rows) from each.
+
+The machine is shared: load average and CPU seconds are printed; wall time on an idle
+2-core machine is about CPU seconds / 2. Raw numbers go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from synth import BLOCK, cached_vectors, clustered_vectors  # noqa: E402
+
+K = 10
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    pairs = zip(found, truth, strict=True)
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in pairs)
+    return hits / truth.size
+
+
+def part_recall(n: int, dim: int, seed: int, ceiling_rows: int) -> dict:
+    from dataaudit.embed import knn as K_
+
+    x = clustered_vectors(0, n, dim=dim, seed=seed)
+    t0, c0 = time.perf_counter(), _cpu_s()
+    exact_idx, _ = K_.knn(x, K)
+    exact_s, exact_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    t0, c0 = time.perf_counter(), _cpu_s()
+    approx_idx, approx_sim = K_.knn_graph(x, K, exact_max=0)
+    approx_s, approx_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    # ceiling: exact inner-product search in the reduced space, on a sample of rows
+    basis = K_.fit_projection(x[K_.sample_rows(n)])
+    red = K_.project(x, basis).astype(np.float32)
+    rows = np.random.default_rng(seed + 7).choice(n, min(ceiling_rows, n), replace=False)
+    sims = red[rows] @ red.T
+    sims[np.arange(len(rows)), rows] = -np.inf
+    ceil_idx = np.argsort(-sims, axis=1)[:, :K]
+    return {
+        "n": n,
+        "exact_s": exact_s,
+        "exact_cpu_s": exact_cpu,
+        "approx_s": approx_s,
+        "approx_cpu_s": approx_cpu,
+        "recall_at_10": _recall(approx_idx, exact_idx),
+        "ceiling_recall_at_10": _recall(ceil_idx, exact_idx[rows]),
+        "ceiling_rows": len(rows),
+        "empty_slots": int((approx_idx < 0).sum()),
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
+def part_graph(n: int, dim: int, seed: int, queries: int) -> dict:
+    from dataaudit.embed import knn as K_
+
+    gen = {"s": 0.0}
+    t0 = time.perf_counter()
+    stored = cached_vectors(n, HERE / ".data", dim=dim, seed=seed)
+    build_s = time.perf_counter() - t0
+
+    def read(lo: int, hi: int):
+        """The scan's reader, over the stored float16 rows: read time is counted apart."""
+        for start in range(lo, hi, BLOCK):
+            t0 = time.perf_counter()
+            block = np.asarray(stored[start : min(hi, start + BLOCK)], dtype=np.float32)
+            gen["s"] += time.perf_counter() - t0
+            yield block
+
+    c0, t0 = _cpu_s(), time.perf_counter()
+    phases = {}
+    reduced = K_.reduce_stream(read, n)
+    phases["projection_s"] = time.perf_counter() - t0 - gen["s"]
+    t1 = time.perf_counter()
+    cand, _ = K_.approx_knn(reduced, K_.CANDIDATES_PER_K * K)
+    phases["hnsw_s"] = time.perf_counter() - t1
+    g1, t1 = gen["s"], time.perf_counter()
+    idx, sim = K_.rerank(read, n, cand, K)
+    phases["rerank_s"] = time.perf_counter() - t1 - (gen["s"] - g1)
+    total = time.perf_counter() - t0
+    cpu = _cpu_s() - c0
+    peak = _peak_mb()
+    passes = -(-n * dim * 2 // K_.RERANK_BYTES)
+    # recall on a sample of rows against brute force over all original vectors
+    rng = np.random.default_rng(seed + 11)
+    rows = np.sort(rng.choice(n, min(queries, n), replace=False))
+    q = K_._unit_rows(np.asarray(stored[rows], dtype=np.float32))
+    best_s = np.full((len(rows), K), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(rows), K), dtype=np.int64)
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        s = q @ K_._unit_rows(np.asarray(stored[lo:hi], dtype=np.float32)).T
+        self_hit = (rows >= lo) & (rows < hi)
+        s[np.flatnonzero(self_hit), rows[self_hit] - lo] = -np.inf
+        cat_s = np.concatenate([best_s, s], axis=1)
+        cat_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), s.shape)], axis=1)
+        top = np.argsort(-cat_s, axis=1)[:, :K]
+        best_s = np.take_along_axis(cat_s, top, axis=1)
+        best_i = np.take_along_axis(cat_i, top, axis=1)
+    cand_recall = _recall(cand[rows], best_i)
+    return {
+        "n": n,
+        "dim_in": dim,
+        "dim_reduced": int(reduced.shape[1]),
+        "generate_s": gen["s"],
+        "build_data_s": build_s,
+        **phases,
+        "graph_s": total - gen["s"],
+        "reads_of_all_vectors": 2 + passes + 1,
+        "cpu_s_incl_generation": cpu,
+        "peak_rss_mb": peak,
+        "full_matrix_mb": n * dim * 4 / 2**20,
+        "reduced_mb": reduced.nbytes / 2**20,
+        "recall_at_10_sample": _recall(idx[rows], best_i),
+        "candidate_recall_sample": cand_recall / 1.0,
+        "recall_queries": len(rows),
+        "empty_slots": int((idx < 0).sum()),
+        "sim_error_max": float(np.nanmax(np.abs(sim[rows, 0] - best_s[:, 0]))),
+    }
+
+
+def part_storage(n: int, dim: int, seed: int, shard_rows: int, workdir: str) -> dict:
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataaudit.embed.knn import duckdb_blocks, reduce_stream
+
+    work = Path(workdir)
+    db_path, shards = work / "index.duckdb", work / "embeddings"
+    shards.mkdir()
+    con = duckdb.connect(str(db_path))
+    con.execute("CREATE TABLE embeddings (file_id BIGINT PRIMARY KEY, vector FLOAT[] NOT NULL)")
+    table_s = parquet_s = 0.0
+    for lo in range(0, n, shard_rows):
+        hi = min(n, lo + shard_rows)
+        x = clustered_vectors(lo, hi, dim=dim, seed=seed)
+        ids = pa.array(np.arange(lo, hi, dtype=np.int64))
+        batch = pa.table(
+            {"file_id": ids, "vector": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, (hi - lo + 1) * dim, dim, dtype=np.int32)),
+                pa.array(x.ravel()))}
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        con.execute("INSERT INTO embeddings SELECT * FROM batch")
+        con.execute("CHECKPOINT")
+        table_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tmp = shards / f".part-{lo:012d}.parquet"
+        pq.write_table(batch, tmp, compression="zstd", row_group_size=16384)
+        tmp.rename(shards / f"part-{lo:012d}.parquet")
+        parquet_s += time.perf_counter() - t0
+    con.close()
+    sizes = {
+        "table_mb": db_path.stat().st_size / 2**20,
+        "parquet_mb": sum(p.stat().st_size for p in shards.iterdir()) / 2**20,
+        "raw_float32_mb": n * dim * 4 / 2**20,
+    }
+    reads = {}
+    ids = np.arange(n, dtype=np.int64)
+    for name, source in (
+        ("table", "embeddings"),
+        ("parquet", f"read_parquet('{shards}/*.parquet')"),
+    ):
+        sql = f"SELECT vector FROM {source} WHERE file_id BETWEEN ? AND ? ORDER BY file_id"
+        con = duckdb.connect(str(db_path), read_only=True)
+        read = duckdb_blocks(con, sql, ids)
+        t0 = time.perf_counter()
+        total = sum(float(b[:, 0].sum()) for b in read(0, n))
+        reads[f"{name}_read_full_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reduce_stream(read, n)
+        reads[f"{name}_read_reduced_s"] = time.perf_counter() - t0
+        reads[f"{name}_checksum"] = total
+        con.close()
+    return {"n": n, "dim": dim, "table_write_s": table_s, "parquet_write_s": parquet_s,
+            **sizes, **reads}  # fmt: skip
+
+
+def in_child(fn, *args):
+    with mp.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--parts", default="recall,graph,storage")
+    ap.add_argument("--n-recall", type=int, default=100_000)
+    ap.add_argument("--n-graph", type=int, default=1_000_000)
+    ap.add_argument("--n-storage", type=int, default=200_000)
+    ap.add_argument("--shard-rows", type=int, default=50_000)
+    ap.add_argument("--dim", type=int, default=1280, help="input dimension (efficientnet: 1280)")
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--ceiling-rows", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    parts = args.parts.split(",")
+    cores = os.cpu_count() or 1
+    results: dict = {"args": vars(args), "cores": cores, "load_before": os.getloadavg()[0]}
+    print(f"{cores} cores, load {os.getloadavg()[0]:.1f}; synthetic clustered {args.dim}-d vectors")
+
+    if "recall" in parts:
+        r = in_child(part_recall, args.n_recall, args.dim, args.seed, args.ceiling_rows)
+        results["recall"] = r
+        print(f"\n== recall: {r['n']:,} vectors, k={K}")
+        print(f"   exact knn (baseline): {r['exact_s']:.1f} s ({r['exact_cpu_s']:.0f} CPU s)")
+        print(f"   approximate (128-d fp16 + HNSW + re-rank): {r['approx_s']:.1f} s ({r['approx_cpu_s']:.0f}"
+              f" CPU s) = {r['exact_s'] / r['approx_s']:.1f}x faster")  # fmt: skip
+        print(f"   recall@10 vs exact: {r['recall_at_10']:.4f} (target >= 0.95: "
+              f"{'PASS' if r['recall_at_10'] >= 0.95 else 'MISS'}); ceiling of the projection "
+              f"alone (no re-rank) {r['ceiling_recall_at_10']:.4f} on {r['ceiling_rows']} rows; "
+              f"empty slots {r['empty_slots']}; peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+
+    if "graph" in parts:
+        g = in_child(part_graph, args.n_graph, args.dim, args.seed, args.queries)
+        results["graph"] = g
+        print(f"\n== graph: {g['n']:,} vectors {g['dim_in']}-d -> {g['dim_reduced']}-d fp16, k={K}")
+        print(f"   projection {g['projection_s']:.0f} s, HNSW candidates {g['hnsw_s']:.0f} s, "
+              f"re-rank {g['rerank_s']:.0f} s; reading the stored fp16 vectors "
+              f"({g['reads_of_all_vectors']} reads) {g['generate_s']:.0f} s more")  # fmt: skip
+        ok = g["graph_s"] < 600
+        print(f"   graph total {g['graph_s']:.0f} s (target < 600 s: {'PASS' if ok else 'MISS'});"
+              f" CPU s incl. reads {g['cpu_s_incl_generation']:.0f}")  # fmt: skip
+        print(f"   peak RSS {g['peak_rss_mb']:.0f} MB (projections {g['reduced_mb']:.0f} MB) vs "
+              f"{g['full_matrix_mb']:.0f} MB for the full float32 matrix")  # fmt: skip
+        print(f"   recall@10 on {g['recall_queries']} rows vs brute force over all originals: "
+              f"{g['recall_at_10_sample']:.4f} (target >= 0.95: "
+              f"{'PASS' if g['recall_at_10_sample'] >= 0.95 else 'MISS'}); true top 10 found among "
+              f"the 30 candidates: {g['candidate_recall_sample']:.4f}; max |sim "
+              f"error| of the nearest {g['sim_error_max']:.4f}")  # fmt: skip
+
+    if "storage" in parts:
+        tmp = tempfile.mkdtemp(prefix="bench_knn_", dir=HERE / ".data" if (HERE / ".data").is_dir() else None)  # fmt: skip
+        try:
+            s = in_child(part_storage, args.n_storage, args.dim, args.seed, args.shard_rows, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        results["storage"] = s
+        print(
+            f"\n== storage: {s['n']:,} vectors x {s['dim']} float32 ({s['raw_float32_mb']:.0f} MB raw)"
+        )
+        print(f"   DuckDB table FLOAT[]: {s['table_mb']:.0f} MB, write {s['table_write_s']:.1f} s, "
+              f"read all {s['table_read_full_s']:.1f} s, 2 reads + projection "
+              f"{s['table_read_reduced_s']:.1f} s")  # fmt: skip
+        print(f"   Parquet shards (zstd): {s['parquet_mb']:.0f} MB, write "
+              f"{s['parquet_write_s']:.1f} s, read all {s['parquet_read_full_s']:.1f} s, "
+              f"2 reads + projection {s['parquet_read_reduced_s']:.1f} s; same vectors: "
+              f"{s['table_checksum'] == s['parquet_checksum']}")  # fmt: skip
+
+    results["load_after"] = os.getloadavg()[0]
+    if max(results["load_before"], results["load_after"]) > cores / 2:
+        print(f"\nWARNING: load average {results['load_after']:.1f} on {cores} cores: other "
+              "work competed; wall times are inflated, CPU seconds less so.")  # fmt: skip
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"bench_knn-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nraw results: {path}")
+
+
+if __name__ == "__main__":
+    main()
