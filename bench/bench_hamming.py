@@ -22,7 +22,7 @@ What it does:
      for other radii its estimated work is printed instead of a timing.
    Ratios are brute-force (extrapolated) seconds / hamming_pairs median seconds.
 4. With ``--signs``: calibrates the default radius on the signs_planted benchmark
-   (/work/shared/bench): pHash distance of every planted near copy to its original, against
+   (``../shared/bench`` beside the repository, or ``bench/.data/bench``): pHash distance of every planted near copy to its original, against
    the number of pairs of untouched, different photos within each radius.
 
 The machine is shared: the 1-minute load average is printed before and after, and a warning
@@ -57,13 +57,30 @@ from dataaudit.detectors.hamming import (  # noqa: E402
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def make_hashes(n: int, per_distance: int, max_radius: int, seed: int):
-    """Random hashes plus planted partners; returns (h, planted (a, b, distance) arrays)."""
+def default_signs_root() -> Path:
+    """``../shared/bench`` relative to the repository root, else ``bench/.data/bench``."""
+    for root in (HERE.parent.parent / "shared" / "bench", HERE / ".data" / "bench"):
+        if root.is_dir():
+            return root
+    return HERE.parent.parent / "shared" / "bench"
+
+
+def make_hashes(n: int, per_distance: int, max_radius: int, seed: int, hot: float = 0.0):
+    """Random hashes plus planted partners; returns (h, planted (a, b, distance) arrays).
+
+    `hot`: the share of rows whose hash is one of a few hot values, as blank and flat
+    images are (half of them hash 0, the rest split over 4 other values).
+    """
     rng = np.random.default_rng(seed)
     base = rng.integers(INT64_MIN, INT64_MAX, size=n, dtype=np.int64, endpoint=True)
+    if hot > 0:
+        n_hot = int(n * hot)
+        values = np.array([0, 0, 0, 0, -1, 0x0F0F0F0F0F0F0F0F, 0x00FF00FF00FF00FF, 1 << 62])
+        # planted partners are drawn from all rows; keep hot rows at the end, away from them
+        base[n - n_hot :] = values[rng.integers(0, len(values), n_hot)]
     extra, pa, pb, pd = [], [], [], []
     for d in range(1, max_radius + 1):
-        src = rng.choice(n, size=per_distance, replace=False)
+        src = rng.choice(n - int(n * hot), size=per_distance, replace=False)
         for s in src:
             bits = rng.choice(64, size=d, replace=False)
             mask = np.uint64(sum(1 << int(x) for x in bits))
@@ -193,7 +210,13 @@ def main() -> None:
     ap.add_argument("--plain-radii", default="4", help="radii to time the plain banded join at")
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--signs", action="store_true", help="also calibrate the radius on signs")
-    ap.add_argument("--signs-root", type=Path, default=Path("/work/shared/bench"))
+    ap.add_argument("--signs-root", type=Path, default=default_signs_root())
+    ap.add_argument(
+        "--hot",
+        type=float,
+        default=0.0,
+        help="share of rows in a few hot hash values (blank images), e.g. 0.02",
+    )
     args = ap.parse_args()
     radii = [int(x) for x in args.radii.split(",")]
     plain_radii = [int(x) for x in args.plain_radii.split(",") if x]
@@ -201,13 +224,16 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     t0 = time.perf_counter()
-    h, pa, pb, pd = make_hashes(args.n, args.per_distance, max(radii), args.seed)
+    h, pa, pb, pd = make_hashes(args.n, args.per_distance, max(radii), args.seed, args.hot)
     n = len(h)
-    print(f"{n:,} hashes ({args.n:,} random + {len(pa):,} planted at distances 1..{max(radii)})"
-          f", generated in {time.perf_counter() - t0:.1f} s; {cores} cores, "
+    print(f"{n:,} hashes ({args.n:,} random, {args.hot:.1%} of them in 8 hot values, + "
+          f"{len(pa):,} planted at distances 1..{max(radii)}), generated in {time.perf_counter() - t0:.1f} s; {cores} cores, "
           f"load {load_before:.1f}")  # fmt: skip
     rng = np.random.default_rng(args.seed + 1)
-    sample = np.concatenate([rng.choice(n, args.queries - 20, replace=False), pb[:20]])
+    # sample rows outside the hot buckets: brute force lists a bucket's whole clique, the
+    # search a star (see max_bucket)
+    cold = args.n - int(args.n * args.hot)
+    sample = np.concatenate([rng.choice(cold, args.queries - 20, replace=False), pb[:20]])
     faiss_sample = rng.choice(n, args.faiss_queries, replace=False)
 
     results: dict = {"n": n, "cores": cores, "args": {k: str(v) for k, v in vars(args).items()}}

@@ -76,3 +76,14 @@ def cached_vectors(n: int, folder: Path, dim: int = 1280, seed: int = 0) -> np.n
         del out
         tmp.rename(path)
     return np.load(path, mmap_mode="r")
+
+
+def read_rows(stored: np.memmap, lo: int, hi: int) -> np.ndarray:
+    """Rows [lo, hi) of a `cached_vectors` file as float32, by a plain file read: pages of
+    a memory map would count in the reader's RSS, and the scan reads from DuckDB instead."""
+    row_bytes = stored.shape[1] * 2
+    out = np.empty((hi - lo, stored.shape[1]), dtype=np.float16)
+    with open(stored.filename, "rb") as f:
+        f.seek(stored.offset + lo * row_bytes)
+        f.readinto(memoryview(out).cast("B"))
+    return out.astype(np.float32)
