@@ -52,6 +52,7 @@ from dataaudit.detectors.hamming import (  # noqa: E402
     estimate_work,
     hamming_pairs,
     plain_plan,
+    plan_cost,
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -92,6 +93,11 @@ def make_hashes(n: int, per_distance: int, max_radius: int, seed: int, hot: floa
     return h, np.array(pa), np.array(pb), np.array(pd)
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)  # all threads, DuckDB's included
+    return r.ru_utime + r.ru_stime
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -104,12 +110,13 @@ def run_ours(h: np.ndarray, radius: int, strategy: str, sample: np.ndarray) -> d
     con = duckdb.connect()
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
     rss_before = _rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     pairs = hamming_pairs(con, frame, radius, strategy=strategy)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_s() - c0
     touching = pairs.filter(pl.col("a").is_in(sample) | pl.col("b").is_in(sample))
     return {
         "seconds": seconds,
+        "cpu_s": cpu,
         "peak_rss_mb": _rss_mb(),
         "rss_before_mb": rss_before,
         "duckdb_threads": threads,
@@ -217,6 +224,11 @@ def main() -> None:
         default=0.0,
         help="share of rows in a few hot hash values (blank images), e.g. 0.02",
     )
+    ap.add_argument(
+        "--estimate-radii",
+        default="2,3,4,5,6,7,8,10",
+        help="radii to extrapolate the time to from the measured ones",
+    )
     args = ap.parse_args()
     radii = [int(x) for x in args.radii.split(",")]
     plain_radii = [int(x) for x in args.plain_radii.split(",") if x]
@@ -272,7 +284,9 @@ def main() -> None:
             "numpy_s_per_query": brute["seconds_per_query"],
             "numpy_extrapolated_s": brute["seconds_per_query"] * n,
         }
-        print(f"   hamming_pairs: median {med:.1f} s (runs {', '.join(f'{s:.1f}' for s in secs)}),"
+        row["cpu_s"] = statistics.median(x["cpu_s"] for x in runs)
+        print(f"   hamming_pairs: median {med:.1f} s, {row['cpu_s']:.0f} CPU s "
+              f"(runs {', '.join(f'{s:.1f}' for s in secs)}),"
               f" peak RSS {row['peak_rss_mb']:.0f} MB (process held {ours['rss_before_mb']:.0f} MB"
               f" before the call), DuckDB threads {ours['duckdb_threads']}")  # fmt: skip
         print(f"   pairs found {ours['pairs']:,}; planted pairs within radius "
@@ -298,6 +312,20 @@ def main() -> None:
                   f"{plain['peak_rss_mb']:.0f} MB = {plain['seconds'] / med:.1f}x the planned "
                   f"join; same pairs: {same}")  # fmt: skip
         results[f"radius_{r}"] = row
+
+    if args.estimate_radii and radii:
+        # CPU seconds per unit of modelled cost, from the measured radius with most work
+        r0 = max(radii, key=lambda r: plan_cost(choose_plan(r, n), n))
+        per_unit = results[f"radius_{r0}"]["cpu_s"] / plan_cost(choose_plan(r0, n), n)
+        print(f"\n== estimated time at {n:,} hashes (cost model scaled by the CPU seconds "
+              f"measured at radius {r0}; an extrapolation, not a measurement)")  # fmt: skip
+        table = {}
+        for r in [int(x) for x in args.estimate_radii.split(",")]:
+            cpu = per_unit * plan_cost(choose_plan(r, n), n)
+            table[r] = {"cpu_s": cpu, "wall_2_cores_s": cpu / min(2, cores)}
+            print(f"   radius {r:2d}: ~{cpu:8.0f} CPU s, ~{cpu / min(2, cores) / 60:6.1f} min on "
+                  f"2 idle cores ({'under' if cpu / min(2, cores) < 600 else 'over'} 10 min)")  # fmt: skip
+        results["estimate"] = table
 
     if args.signs:
         cal = calibrate_signs(args.signs_root, [2, 4, 6, 8, 10, 12])
