@@ -478,7 +478,12 @@ def build_graph(
     """
     out: dict[str, np.ndarray] = {}
     if n <= exact_max:
-        x = np.concatenate(list(read(0, n))) if n else np.zeros((0, 0), dtype=np.float32)
+        x, pos = np.zeros((0, 0), dtype=np.float32), 0
+        for block in read(0, n):  # filled in place: no second copy of the matrix
+            if pos == 0:
+                x = np.empty((n, block.shape[1]), dtype=np.float32)
+            x[pos : pos + len(block)] = block
+            pos += len(block)
         out["idx"], out["sim"] = knn(x, k, device=device, precision=precision)
         if groups is not None:
             member = np.flatnonzero(groups >= 0)
