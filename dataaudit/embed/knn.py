@@ -431,15 +431,16 @@ def score_pairs(
     sims = np.full(cand.shape, -np.inf, dtype=np.float32)
     q_lo, q_rows = 0, 0
     while q_lo < n:
-        held, got = [], 0
+        q, got = None, 0
         for block in read(q_lo, n):
-            q_rows = q_rows or max(1, memory_bytes // (block.shape[1] * 2))
-            part = block[: q_rows - got]
-            held.append(_unit_rows(part).astype(np.float16))
+            if q is None:  # one preallocated block: no list + concatenate copy
+                q_rows = q_rows or max(1, memory_bytes // (block.shape[1] * 2))
+                q = np.empty((min(q_rows, n - q_lo), block.shape[1]), dtype=np.float16)
+            part = block[: len(q) - got]
+            q[got : got + len(part)] = _unit_rows(part)
             got += len(part)
-            if got >= q_rows:
+            if got >= len(q):
                 break
-        q = np.concatenate(held)
         qc = cand[q_lo : q_lo + len(q)]
         c_lo = 0
         for block in read(0, n):
