@@ -523,6 +523,21 @@ def train_cmd(
     )
 
 
+@app.command("app")
+def app_cmd(
+    path: PathArg,
+    db: DbOpt = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: first free from 8501).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "localhost",
+) -> None:
+    """Open the review app on PATH's index: browse, sort, filter, look and record decisions."""
+    from dataaudit.appserver import launch
+
+    launch(path, db, host, port)
+
+
 def _issue_types(spec: str) -> list[str]:
     from dataaudit.detectors.registry import ISSUE_TYPES
 

@@ -1,0 +1,533 @@
+"""What every page shares: the index, cached reads through the API, filters, the grid, the detail view.
+
+Reads go through ``dataaudit.open_index`` -> ``Index`` and are cached with ``st.cache_data``
+keyed on the index's last run (``stamp``), so a page re-renders from memory until a scan or
+detect run changes the index. While a scan holds the index, the last stamp keeps serving
+cached results and uncached reads show "a scan is running" and refresh on their own.
+Decisions and human-baseline answers live in their own files beside the index, never in it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+from PIL import Image, ImageOps
+
+import dataaudit as da
+from dataaudit.errors import DataAuditError, IndexBusyError
+from dataaudit.store.decisions import Decisions
+
+ENV_PATH = "DATAAUDIT_APP_PATH"  # dataset folder or index file, set by `dataaudit app`
+ENV_DB = "DATAAUDIT_APP_DB"  # explicit index file (--db), optional
+
+NUMERIC = [
+    "width", "height", "aspect_ratio", "bytes", "brightness_mean", "contrast", "sharpness",
+    "laplacian_var", "entropy", "colorfulness", "dark_fraction", "bright_fraction",
+    "max_channel_diff",
+]  # fmt: skip
+# Derived columns the filters and histograms understand, as SQL over stored ones.
+DERIVED = {"aspect_ratio": "width::DOUBLE / nullif(height, 0)"}
+HIDDEN = {"signature", "exif"}  # blobs and long JSON stay out of tables
+GRID_FIELDS = ["label", "split", "sharpness", "brightness_mean", "width", "height", "bytes"]
+REFRESH_S = 3
+
+
+# ----------------------------------------------------------------------------- the index
+
+
+def target() -> tuple[str, str | None]:
+    """The dataset path and optional index file the app was started on."""
+    path = os.environ.get(ENV_PATH, "")
+    if not path:
+        raise DataAuditError(
+            "no dataset given to the app", "start it with `dataaudit app PATH` (after a scan)"
+        )
+    return path, os.environ.get(ENV_DB) or None
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str, db: str | None) -> da.Index:
+    return da.open_index(db or path)
+
+
+def index() -> da.Index:
+    """The app's ``Index`` (opened once per process; each call opens a short connection)."""
+    return _open(*target())
+
+
+def stamp() -> str:
+    """The cache key: the index file and its last run. While a scan runs, the last one seen."""
+    idx = index()
+    try:
+        runs = idx.runs()
+        if runs.height:
+            last = runs.sort("run_id").row(-1, named=True)
+            key = f"{idx.db_path}|{last['run_id']}|{last['status']}|{last.get('ended_at')}"
+        else:
+            key = f"{idx.db_path}|0"
+        st.session_state["_stamp"] = key
+        st.session_state.pop("_busy", None)
+        return key
+    except IndexBusyError as exc:
+        st.session_state["_busy"] = str(exc)
+        if "_stamp" in st.session_state:
+            return st.session_state["_stamp"]
+        raise
+
+
+def busy_banner() -> None:
+    """Say so when a scan holds the index; results on screen are the last completed state."""
+    msg = st.session_state.get("_busy")
+    if msg:
+        st.info(f"{msg} Showing the last completed state; this page refreshes when it is done.")
+        _refresh_when_free()
+
+
+@st.fragment(run_every=REFRESH_S)
+def _refresh_when_free() -> None:
+    try:
+        index().runs()
+    except IndexBusyError:
+        return
+    st.session_state.pop("_busy", None)
+    st.rerun()
+
+
+@contextmanager
+def page_guard():
+    """Run a page body: a running scan or a user error becomes a message, never a traceback."""
+    try:
+        yield
+    except IndexBusyError as exc:
+        st.session_state["_busy"] = str(exc)
+        st.info(f"{exc}. This page refreshes on its own when the scan is done.")
+        _refresh_when_free()
+    except DataAuditError as exc:
+        st.error(str(exc))
+
+
+# ----------------------------------------------------------------------------- cached reads
+
+
+def make_filters(spec: dict[str, Any] | None) -> da.Filters | None:
+    """A plain dict (hashable by the cache) -> ``da.Filters``; derived columns become SQL."""
+    if not spec:
+        return None
+    spec = dict(spec)
+    ranges = dict(spec.pop("ranges", None) or {})
+    wheres = [w for w in [spec.pop("where", None)] if w]
+    for col in list(ranges):
+        if col in DERIVED:
+            lo, hi = ranges.pop(col)
+            wheres.append(f"({DERIVED[col]}) BETWEEN {float(lo)!r} AND {float(hi)!r}")
+    where = " AND ".join(f"({w})" for w in wheres) or None
+    return da.Filters(
+        splits=spec.get("splits") or None,
+        labels=spec.get("labels") or None,
+        issues=spec.get("issues") or None,
+        ranges=ranges or None,
+        where=where,
+        sort=spec.get("sort") or None,
+        descending=bool(spec.get("descending")),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def images(
+    key: str,
+    spec: dict | None = None,
+    columns: tuple[str, ...] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> pl.DataFrame:
+    return index().images(
+        make_filters(spec), columns=list(columns) if columns else None, limit=limit, offset=offset
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def count(key: str, spec: dict | None = None) -> int:
+    return index().count(make_filters(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def thumbnails(key: str, ids: tuple[int, ...]) -> dict[int, bytes]:
+    return index().thumbnails(list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def issues(key: str, issue: str | None = None, flagged_only: bool = True) -> pl.DataFrame:
+    return index().issues(type=issue, flagged_only=flagged_only)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def image(key: str, file_id: int) -> dict:
+    return index().image(file_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def neighbors(key: str, file_id: int, k: int = 8) -> pl.DataFrame:
+    return index().neighbors(file_id, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def histogram(key: str, column: str, bins: int = 40) -> pl.DataFrame:
+    if column in DERIVED:
+        return index().sql(
+            f"""
+            WITH v AS (SELECT ({DERIVED[column]}) AS v FROM images WHERE ({DERIVED[column]}) IS NOT NULL),
+                 r AS (SELECT min(v) lo, max(v) hi FROM v)
+            SELECT r.lo + (r.hi - r.lo) * b / {bins} AS lo,
+                   r.lo + (r.hi - r.lo) * (b + 1) / {bins} AS hi, count(*) AS count
+            FROM v, r, (SELECT least(floor((v.v - r.lo) / nullif(r.hi - r.lo, 0) * {bins}),
+                                     {bins - 1})::INT AS b) AS t
+            GROUP BY b, r.lo, r.hi ORDER BY b
+            """
+        )
+    return index().histogram(column, bins=bins)
+
+
+@st.cache_data(show_spinner=False)
+def findings(key: str) -> pl.DataFrame:
+    out = index().findings()
+    return out if isinstance(out, pl.DataFrame) else pl.DataFrame(out)
+
+
+@st.cache_data(show_spinner=False)
+def sql(key: str, query: str) -> pl.DataFrame:
+    return index().sql(query)
+
+
+@st.cache_data(show_spinner=False)
+def overview(key: str) -> dict[str, Any]:
+    """Counts, split x label, flagged per issue, numeric ranges: one round of small queries."""
+    idx = index()
+    totals = idx.sql(
+        "SELECT count(*) AS images, coalesce(sum(bytes), 0)::DOUBLE AS bytes, "
+        "count(*) FILTER (WHERE is_corrupt) AS corrupt, count(DISTINCT label) AS labels, "
+        "count(*) FILTER (WHERE label IS NULL) AS unlabelled FROM images"
+    ).row(0, named=True)
+    by = idx.sql(
+        "SELECT coalesce(split, '(none)') AS split, coalesce(label, '(none)') AS label, "
+        "count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"
+    )
+    flagged = idx.sql(
+        "SELECT issue, count(DISTINCT file_id) AS files FROM issues WHERE is_issue "
+        "GROUP BY issue ORDER BY files DESC, issue"
+    )
+    files_flagged = idx.sql("SELECT count(DISTINCT file_id) AS n FROM issues WHERE is_issue").item()
+    has_emb = idx.sql("SELECT count(*) AS n FROM embedding_map").item() > 0
+    return {
+        "totals": totals,
+        "by": by,
+        "flagged": flagged,
+        "files_flagged": files_flagged,
+        "has_embeddings": has_emb,
+    }
+
+
+@st.cache_data(show_spinner=False)
+def facets(key: str) -> dict[str, Any]:
+    """Distinct splits, labels and issue types, and each numeric column's range, for filters."""
+    idx = index()
+    splits = idx.sql("SELECT DISTINCT split FROM images WHERE split IS NOT NULL ORDER BY 1")
+    labels = idx.sql("SELECT DISTINCT label FROM images WHERE label IS NOT NULL ORDER BY 1")
+    kinds = idx.sql("SELECT DISTINCT issue FROM issues WHERE is_issue ORDER BY 1")
+    exprs = ", ".join(
+        f"min({DERIVED.get(c, c)})::DOUBLE AS {c}_lo, max({DERIVED.get(c, c)})::DOUBLE AS {c}_hi"
+        for c in NUMERIC
+    )
+    rng = idx.sql(f"SELECT {exprs} FROM images").row(0, named=True)
+    cols = idx.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'images' "
+        "ORDER BY ordinal_position"
+    )["column_name"].to_list()
+    return {
+        "splits": splits["split"].to_list(),
+        "labels": labels["label"].to_list(),
+        "issues": kinds["issue"].to_list(),
+        "ranges": {c: (rng[f"{c}_lo"], rng[f"{c}_hi"]) for c in NUMERIC},
+        "columns": [c for c in cols if c not in HIDDEN],
+    }
+
+
+def decisions() -> pl.DataFrame:
+    """Current decisions (latest per file, keep excluded); cached on the log file's size."""
+    path = Decisions.for_index(index()).path
+    size = path.stat().st_size if path.exists() else -1
+    return _decisions(str(path), size)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _decisions(path: str, size: int) -> pl.DataFrame:
+    return Decisions(Path(path)).current()
+
+
+def record_decision(
+    file_ids: list[int], paths: list[str], action: str, new_label: str | None, reason: str
+) -> None:
+    who = st.session_state.get("who") or None
+    Decisions.for_index(index()).record(
+        file_ids, paths, action, new_label=new_label, reason=reason, who=who
+    )
+
+
+def decision_badges() -> dict[int, str]:
+    """file_id -> short text ("drop", "relabel -> 3") for every active decision."""
+    d = decisions()
+    out = {}
+    for fid, action, new in d.select("file_id", "action", "new_label").iter_rows():
+        out[fid] = f"relabel → {new}" if action == "relabel" else action
+    return out
+
+
+# ----------------------------------------------------------------------------- widgets
+
+
+def keep_state(*keys: str) -> None:
+    """Keep widget values across pages (Streamlit drops a widget's state when it is not drawn)."""
+    for k in keys:
+        if k in st.session_state:
+            st.session_state[k] = st.session_state[k]
+
+
+def filters_ui(prefix: str, key: str, with_sort: bool = True) -> dict[str, Any]:
+    """Split, label, issue, numeric ranges, free WHERE and sort; returns a plain filter dict."""
+    f = facets(key)
+    k = lambda name: f"{prefix}_{name}"  # noqa: E731
+    for name, default in [
+        ("splits", []), ("labels", []), ("issues", []), ("range_cols", []), ("where", ""),
+        ("sort", "path"), ("desc", False),
+    ]:  # fmt: skip
+        st.session_state.setdefault(k(name), default)
+    keep_state(
+        *(k(n) for n in ("splits", "labels", "issues", "range_cols", "where", "sort", "desc"))
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.multiselect("Split", f["splits"], key=k("splits"), placeholder="all splits")
+    c2.multiselect("Label", f["labels"], key=k("labels"), placeholder="all labels")
+    c3.multiselect("Issue", f["issues"], key=k("issues"), placeholder="any or none")
+    ranges = {}
+    with st.expander("Ranges and WHERE", expanded=bool(st.session_state[k("range_cols")])):
+        st.multiselect("Filter by range of", NUMERIC, key=k("range_cols"))
+        for col in st.session_state[k("range_cols")]:
+            lo, hi = f["ranges"].get(col, (None, None))
+            if lo is None or hi is None:
+                st.caption(f"{col}: no values")
+                continue
+            lo, hi = float(lo), float(hi)
+            if lo == hi:
+                hi = lo + 1.0
+            rk = k(f"range_{col}")
+            st.session_state.setdefault(rk, (lo, hi))
+            keep_state(rk)
+            ranges[col] = st.slider(col, lo, hi, key=rk)
+        st.text_input(
+            "WHERE (SQL over the images table, read-only)",
+            key=k("where"),
+            placeholder="e.g. width < 64 AND label = '3'",
+        )
+    spec: dict[str, Any] = {
+        "splits": list(st.session_state[k("splits")]),
+        "labels": list(st.session_state[k("labels")]),
+        "issues": list(st.session_state[k("issues")]),
+        "ranges": ranges,
+        "where": st.session_state[k("where")].strip() or None,
+    }
+    if with_sort:
+        s1, s2 = st.columns([3, 1])
+        cols = [c for c in f["columns"] if c != "file_id"]
+        if st.session_state[k("sort")] not in cols:
+            st.session_state[k("sort")] = "path"
+        s1.selectbox("Sort by", cols, key=k("sort"))
+        s2.toggle("Descending", key=k("desc"))
+        spec["sort"] = st.session_state[k("sort")]
+        spec["descending"] = bool(st.session_state[k("desc")])
+    return spec
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
+def placeholder_png(text: str = "no thumbnail") -> bytes:
+    im = Image.new("RGB", (128, 128), (235, 235, 235))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(im).text((10, 58), text, fill=(120, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def grid(
+    key: str,
+    df: pl.DataFrame,
+    fields: list[str] | None = None,
+    prefix: str = "g",
+    ncols: int = 6,
+    captions: dict[int, str] | None = None,
+    marks: dict[int, str] | None = None,
+) -> None:
+    """Thumbnails from the index with label, chosen fields and any decision; 'open' shows it."""
+    if df.height == 0:
+        st.caption("No images.")
+        return
+    ids = [int(i) for i in df["file_id"].to_list()]
+    thumbs = thumbnails(key, tuple(ids))
+    badges = decision_badges()
+    fields = [f for f in (fields or GRID_FIELDS) if f in df.columns]
+    rows = df.to_dicts()
+    for start in range(0, len(rows), ncols):
+        cols = st.columns(ncols)
+        for col, row in zip(cols, rows[start : start + ncols], strict=False):
+            fid = int(row["file_id"])
+            with col:
+                st.image(thumbs.get(fid) or placeholder_png(), width="stretch")
+                name = Path(str(row.get("path", ""))).name
+                lines = [f"**{name}**" if name else ""]
+                lines.append(" · ".join(f"{f}={_fmt(row.get(f))}" for f in fields))
+                if captions and fid in captions:
+                    lines.append(captions[fid])
+                if marks and fid in marks:
+                    lines.append(f"**{marks[fid]}**")
+                if fid in badges:
+                    lines.append(f":red[**decision: {badges[fid]}**]")
+                st.caption("  \n".join(x for x in lines if x))
+                st.button(
+                    "open",
+                    key=f"{prefix}_open_{fid}_{start}",
+                    on_click=select_image,
+                    args=(fid,),
+                    width="stretch",
+                )
+
+
+def select_image(file_id: int) -> None:
+    st.session_state["selected"] = file_id
+
+
+def show_selected(key: str) -> None:
+    """Open the detail dialog for the image chosen with any 'open' button on this page."""
+    fid = st.session_state.get("selected")
+    if fid is not None:
+        _detail(key, int(fid))
+
+
+def full_image(root: Path | None, rel: str) -> Image.Image | None:
+    """The full-size file, upright; None when it is missing or cannot be decoded."""
+    if root is None:
+        return None
+    p = Path(root) / rel
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except Exception:  # noqa: BLE001 - a corrupt file is an expected state here
+        return None
+
+
+@st.dialog("Image", width="large")
+def _detail(key: str, file_id: int) -> None:
+    info = image(key, file_id)
+    path = str(info.get("path"))
+    st.markdown(f"**{path}**  \nlabel `{info.get('label')}` · split `{info.get('split')}`")
+    full = full_image(index().root, path)
+    if full is not None:
+        st.image(full, caption=f"full size {full.width}×{full.height}", width="content")
+    else:
+        thumb = thumbnails(key, (file_id,)).get(file_id)
+        st.image(thumb or placeholder_png("cannot decode"), caption="thumbnail (file unreadable)")
+    found = info.get("issues") or []
+    if found:
+        st.markdown("**Issues**")
+        st.dataframe(pl.DataFrame(found), hide_index=True, width="stretch")
+    else:
+        st.caption("No issues flagged.")
+    decision_ui(key, [file_id], [path], prefix=f"dlg_{file_id}")
+    try:
+        nb = neighbors(key, file_id, 8)
+    except DataAuditError as exc:
+        nb = None
+        st.caption(f"Neighbours unavailable: {exc}")
+    if nb is not None and nb.height:
+        st.markdown("**Nearest neighbours** (embedding cosine similarity)")
+        nb = _with_images(key, nb)
+        grid(key, nb, fields=["label", "split", "similarity"], prefix=f"nb{file_id}", ncols=4)
+    elif nb is not None:
+        st.caption("No neighbours: the index has no embeddings (scanned with --no-embed).")
+    with st.expander("Every stored field"):
+        fields = {k: _fmt(v) for k, v in info.items() if k not in HIDDEN | {"issues"}}
+        st.dataframe(
+            pl.DataFrame({"field": list(fields), "value": list(fields.values())}),
+            hide_index=True,
+            width="stretch",
+            height=400,
+        )
+    if st.button("Close", key=f"close_{file_id}"):
+        st.session_state.pop("selected", None)
+        st.rerun()
+
+
+def _with_images(key: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Add path/label/split for frames that carry only file ids."""
+    need = [c for c in ("path", "label", "split") if c not in df.columns]
+    if not need or df.height == 0:
+        return df
+    extra = (
+        index()
+        .sql(
+            "SELECT file_id, path, label, split FROM images WHERE file_id IN (SELECT unnest(?))",
+            params=[df["file_id"].to_list()],
+        )
+        .select("file_id", *need)
+    )
+    return df.join(extra, on="file_id", how="left")
+
+
+def decision_ui(key: str, file_ids: list[int], paths: list[str], prefix: str) -> None:
+    """Keep / drop / relabel for the given images, written to the decisions log."""
+    labels = facets(key)["labels"]
+    c1, c2, c3 = st.columns([2, 2, 3])
+    action = c1.segmented_control(
+        "Decision", ["drop", "relabel", "keep"], key=f"{prefix}_action", default="drop"
+    )
+    new_label = None
+    if action == "relabel":
+        new_label = c2.selectbox("New label", labels, key=f"{prefix}_label")
+    reason = c3.text_input("Reason", key=f"{prefix}_reason")
+    n = len(file_ids)
+    if st.button(f"Save decision for {n} image{'s' * (n != 1)}", key=f"{prefix}_save"):
+        if action is None:
+            st.warning("Pick keep, drop or relabel first.")
+            return
+        record_decision(file_ids, paths, action, new_label, reason)
+        st.success(f"Saved: {action}{' → ' + str(new_label) if new_label else ''} for {n}.")
+
+
+def pager(prefix: str, total: int, per_page: int) -> int:
+    """Page number control; returns the offset."""
+    pages = max(1, -(-total // per_page))
+    kp = f"{prefix}_page"
+    st.session_state.setdefault(kp, 1)
+    keep_state(kp)
+    if st.session_state[kp] > pages:
+        st.session_state[kp] = 1
+    st.number_input(f"Page (of {pages:,})", 1, pages, key=kp)
+    return (int(st.session_state[kp]) - 1) * per_page
+
+
+def goto_browse(spec: dict[str, Any]) -> None:
+    """Callback: preset Browse's filters (and sort) and switch there on the next run."""
+    for name, value in spec.items():
+        st.session_state[f"browse_{name}"] = value
+    st.session_state["browse_page"] = 1
+    st.session_state["_goto"] = "browse.py"
