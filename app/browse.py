@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import data as d
 import streamlit as st
 import widgets as w
 
@@ -18,12 +19,12 @@ with w.page_guard():
     per_page = c1.selectbox("Per page", [30, 60, 120, 240], key="browse_per_page")
     shown = c3.multiselect(
         "Fields under each image",
-        w.facets(key)["columns"],
-        default=[f for f in w.GRID_FIELDS if f in w.facets(key)["columns"]][:4],
+        d.facets(key)["columns"],
+        default=[f for f in w.GRID_FIELDS if f in d.facets(key)["columns"]][:4],
         key="browse_fields",
     )
     try:
-        total = w.count(key, spec)
+        total = d.count(key, spec)
     except DataAuditError as exc:
         st.error(f"Filter error: {exc}")
         st.stop()
@@ -39,6 +40,6 @@ with w.page_guard():
             else ""
         )
     )
-    page = w.images(key, spec, limit=per_page, offset=offset)
+    page = d.images(key, spec, limit=per_page, offset=offset)
     w.grid(key, page, fields=fields, prefix="browse")
     w.show_selected(key)

@@ -3,6 +3,7 @@ cross-split pairs grouped by split pair."""
 
 from __future__ import annotations
 
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
@@ -10,28 +11,11 @@ import widgets as w
 GROUPS_PER_PAGE = 8
 
 
-@st.cache_data(show_spinner=False)
-def load(key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Groups (file_id, group_id, is_representative, path, split, label) and pairs with splits."""
-    idx = w.index()
-    groups = w._with_images(key, idx.duplicate_groups())
-    pairs = idx.duplicate_pairs()
-    meta = idx.sql(
-        "SELECT file_id, split FROM images WHERE file_id IN "
-        "(SELECT a FROM duplicate_pairs UNION SELECT b FROM duplicate_pairs)"
-    )
-    sa = meta.rename({"file_id": "a", "split": "split_a"})
-    sb = meta.rename({"file_id": "b", "split": "split_b"})
-    pairs = pairs.select("a", "b", "layer", "distance").join(sa, on="a", how="left")
-    pairs = pairs.join(sb, on="b", how="left")
-    return groups, pairs
-
-
 st.title("Duplicates and leakage")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    groups, pairs = load(key)
+    groups, pairs = d.duplicates(key)
     n_groups = groups["group_id"].n_unique() if groups.height else 0
     cross = pairs.filter(
         pl.col("split_a").is_not_null()
@@ -83,8 +67,8 @@ with w.page_guard():
                 names = dict(zip(members["file_id"].to_list(), members["path"].to_list(),
                                  strict=False))  # fmt: skip
                 link_text = "; ".join(
-                    f"{names.get(a, a)} ↔ {names.get(b, b)}: {layer} ({d:.3g})"
-                    for a, b, layer, d in links.select("a", "b", "layer", "distance").iter_rows()
+                    f"{names.get(a, a)} ↔ {names.get(b, b)}: {layer} ({dist:.3g})"
+                    for a, b, layer, dist in links.select("a", "b", "layer", "distance").iter_rows()
                 )
                 leak = " — **spans splits (leakage)**" if n_splits > 1 else ""
                 st.markdown(f"**Group {gid}** · {n} images{leak}")
@@ -104,8 +88,8 @@ with w.page_guard():
             )
             for (s1, s2), part in cross.group_by(["s1", "s2"], maintain_order=True):
                 st.subheader(f"{s1} ↔ {s2}: {part.height} pair{'s' * (part.height != 1)}")
-                for a, b, layer, d in part.select("a", "b", "layer", "distance").iter_rows():
-                    pair = w._with_images(key, pl.DataFrame({"file_id": [a, b]}))
-                    st.caption(f"linked by {layer}, distance {d:.3g}")
+                for a, b, layer, dist in part.select("a", "b", "layer", "distance").iter_rows():
+                    pair = d.with_images(key, pl.DataFrame({"file_id": [a, b]}))
+                    st.caption(f"linked by {layer}, distance {dist:.3g}")
                     w.grid(key, pair, fields=["label", "split"], prefix=f"leak{a}_{b}", ncols=6)
     w.show_selected(key)

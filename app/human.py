@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
@@ -14,24 +15,11 @@ from dataaudit.store.human_labels import HumanLabels, agreement
 CANT_TELL = "can't tell"
 
 
-def sample(key: str, n: int, seed: int, splits: list[str]) -> pl.DataFrame:
-    """``n`` labelled, readable images in a seeded random order."""
-    where, params = "label IS NOT NULL AND NOT is_corrupt", []
-    if splits:
-        where += " AND split IN (SELECT unnest(?))"
-        params.append(list(splits))
-    return w.index().sql(
-        f"SELECT file_id, path, label FROM images WHERE {where} "
-        "ORDER BY hash(file_id + ?), file_id LIMIT ?",
-        params=[*params, int(seed), int(n)],
-    )
-
-
 def start(n: int, splits: list[str]) -> None:
     seed = uuid.uuid4().int % (2**31)
     st.session_state["hb"] = {
         "session": uuid.uuid4().hex[:12],
-        "items": sample(w.stamp(), n, seed, splits).to_dicts(),
+        "items": d.human_sample(n, seed, splits).to_dicts(),
         "i": 0,
         "answers": [],
     }
@@ -41,7 +29,7 @@ def answer(choice: str) -> None:
     hb = st.session_state["hb"]
     item = hb["items"][hb["i"]]
     human = None if choice == CANT_TELL else choice
-    HumanLabels.for_index(w.index()).record(
+    HumanLabels.for_index(d.index()).record(
         item["file_id"], item["path"], item["label"], human, hb["session"],
         who=st.session_state.get("who") or None,
     )  # fmt: skip
@@ -84,8 +72,8 @@ st.title("Human baseline")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    labels = w.facets(key)["labels"]
-    store = HumanLabels.for_index(w.index())
+    labels = d.facets(key)["labels"]
+    store = HumanLabels.for_index(d.index())
     if not labels:
         st.info("This dataset has no labels to compare with.")
         st.stop()
@@ -96,7 +84,7 @@ with w.page_guard():
                     f"(`{store.path.name}`) for the training module to compare against.")  # fmt: skip
         c1, c2 = st.columns(2)
         n = c1.number_input("Images", 5, 500, 20, step=5, key="hb_n")
-        splits = c2.multiselect("From splits", w.facets(key)["splits"], key="hb_splits",
+        splits = c2.multiselect("From splits", d.facets(key)["splits"], key="hb_splits",
                                 placeholder="all splits")  # fmt: skip
         st.button("Start", type="primary", on_click=start, args=(int(n), splits), key="hb_start")
         if hb is not None and hb["answers"]:
@@ -106,9 +94,9 @@ with w.page_guard():
         st.progress(hb["i"] / len(hb["items"]), text=f"Image {hb['i'] + 1} of {len(hb['items'])}")
         left, right = st.columns([2, 3])
         with left:
-            img = w.full_image(w.index().root, item["path"])
+            img = w.full_image(d.index().root, item["path"])
             if img is None:
-                img = w.thumbnails(key, (item["file_id"],)).get(item["file_id"])
+                img = d.thumbnails(key, (item["file_id"],)).get(item["file_id"])
             if img is not None:
                 st.image(img, width=320)
         with right:

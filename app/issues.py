@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
@@ -37,7 +38,7 @@ def settings_for(issue: str, config) -> list[tuple[str, str]]:  # noqa: ANN001
     """The (section, name) pairs shown for ``issue``, limited to what the config has."""
     pairs = THRESHOLDS.get(issue)
     if pairs is None:
-        det = next((d for d in DETECTORS if issue in d.issues), None)
+        det = next((x for x in DETECTORS if issue in x.issues), None)
         section = SECTION_OF_DETECTOR.get(det.name, det.name) if det else None
         params = getattr(config, section, None) if section else None
         pairs = [(section, f.name) for f in fields(params)] if params is not None else []
@@ -45,7 +46,7 @@ def settings_for(issue: str, config) -> list[tuple[str, str]]:  # noqa: ANN001
 
 
 def base_config():  # noqa: ANN201 - DetectConfig
-    root = w.index().root
+    root = d.index().root
     cfg = da.load_config(root)
     return cfg[0] if isinstance(cfg, tuple) else cfg
 
@@ -59,7 +60,7 @@ def recompute(key: str, overrides: tuple[tuple[str, str, object], ...]) -> pl.Da
         values.setdefault(section, {})[name] = value
     if values:
         cfg.update(values, "the app")
-    result = da.detect(w.index(), cfg, write=False)
+    result = da.detect(d.index(), cfg, write=False)
     return result.issues.filter(pl.col("is_issue")).select("file_id", "issue", "score", "details")
 
 
@@ -67,7 +68,7 @@ st.title("Issues")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    flagged = w.issues(key)
+    flagged = d.issues(key)
     counts = flagged.group_by("issue").agg(pl.col("file_id").n_unique().alias("flagged"))
     counts = dict(counts.iter_rows())
     summary = pl.DataFrame(
@@ -75,7 +76,7 @@ with w.page_guard():
             "issue": list(ISSUE_TYPES),
             "severity": [s for s, _ in ISSUE_TYPES.values()],
             "flagged": [counts.get(t, 0) for t in ISSUE_TYPES],
-            "what it means": [d for _, d in ISSUE_TYPES.values()],
+            "what it means": [desc for _, desc in ISSUE_TYPES.values()],
         }
     ).sort(["flagged", "issue"], descending=[True, False])
     st.dataframe(summary, hide_index=True, width="stretch", height=260)
@@ -105,7 +106,7 @@ with w.page_guard():
         w.grid(key, rows, fields=["label", "split", "score"], prefix="iss",
                captions={k: v for k, v in reasons.items() if v})  # fmt: skip
     with tab_near:
-        all_rows = w.issues(key, issue, flagged_only=False)
+        all_rows = d.issues(key, issue, flagged_only=False)
         flagged_ids = set(flagged_t["file_id"].to_list())
         near = (
             all_rows.filter(~pl.col("file_id").is_in(list(flagged_ids)))
@@ -126,7 +127,7 @@ with w.page_guard():
             st.caption(
                 "Change a setting and press Recompute: every detector runs in memory on the "
                 "stored measurements; the index is not written. To keep a setting, run "
-                f"`dataaudit detect PATH --set section.name=value`."
+                "`dataaudit detect PATH --set section.name=value`."
             )
             with st.form("thresholds"):
                 values = []
@@ -163,7 +164,7 @@ with w.page_guard():
                     st.markdown("Newly flagged")
                     reasons = dict(zip(added["file_id"].to_list(), added["details"].to_list(),
                                        strict=False))  # fmt: skip
-                    added = w._with_images(key, added.unique("file_id", maintain_order=True))
+                    added = d.with_images(key, added.unique("file_id", maintain_order=True))
                     w.grid(key, added.head(PER_PAGE), fields=["label", "split", "score"],
                            prefix="add", captions=reasons)  # fmt: skip
                 if removed.height:

@@ -4,74 +4,28 @@ selected points, and the outlier ranking with outliers that resemble each other 
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
 
-import dataaudit as da
-
-MAX_POINTS = 20_000  # a browser draws this many points smoothly; more are sampled
-TOP_OUTLIERS = 60
-
-
-@st.cache_data(show_spinner=False)
-def points(key: str) -> pl.DataFrame:
-    """Map coordinates with label, split and the most severe flagged issue (or 'none')."""
-    m = w._with_images(key, w.index().embedding_map().select("file_id", "x", "y"))
-    if m.height > MAX_POINTS:  # a fixed sample, so the picture is stable across reruns
-        m = m.filter((pl.col("file_id").hash(seed=0) % (m.height // MAX_POINTS + 1)) == 0)
-    top = (
-        w.issues(key)
-        .sort("score", descending=True, nulls_last=True)
-        .unique("file_id", keep="first")
-        .select("file_id", "issue")
-    )
-    m = m.join(top, on="file_id", how="left").with_columns(pl.col("issue").fill_null("none"))
-    return m.with_columns(pl.col("label").fill_null("(none)"), pl.col("split").fill_null("(none)"))
-
-
-@st.cache_data(show_spinner=False)
-def outlier_clusters(key: str, ids: tuple[int, ...], min_sim: float) -> list[list[int]]:
-    """Connected components of outliers linked by cosine similarity >= ``min_sim``."""
-    where = f"file_id IN ({', '.join(str(int(i)) for i in ids)})"
-    emb = w.index().embeddings(da.Filters(where=where))
-    pos = {int(f): i for i, f in enumerate(emb.file_ids)}
-    order = [i for i in ids if i in pos]
-    if not order:
-        return []
-    x = emb.matrix[[pos[i] for i in order]].astype(np.float32)
-    sim = x @ x.T
-    parent = list(range(len(order)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(*np.nonzero(np.triu(sim >= min_sim, k=1)), strict=False):
-        parent[find(int(i))] = find(int(j))
-    comps: dict[int, list[int]] = {}
-    for i, fid in enumerate(order):
-        comps.setdefault(find(i), []).append(fid)
-    return sorted(comps.values(), key=lambda c: (-len(c), order.index(c[0])))
+TOP_OUTLIERS = 30  # at least this many of the highest-scoring images, flagged or not
 
 
 st.title("Map and outliers")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    if not w.overview(key)["has_embeddings"]:
+    if not d.overview(key)["has_embeddings"]:
         st.info("This index has no embeddings (it was scanned with --no-embed). "
                 "Run `dataaudit scan PATH` with embeddings to get the map and outliers.")  # fmt: skip
         st.stop()
-    pts = points(key)
+    pts = d.map_points(key)
     st.session_state.setdefault("map_color", "label")
     w.keep_state("map_color")
     color = st.segmented_control("Colour by", ["label", "split", "issue"], key="map_color")
     color = color or "label"
-    st.caption(f"{pts.height:,} points" + (" (a fixed sample)" if pts.height >= MAX_POINTS else "")
+    st.caption(f"{pts.height:,} points" + (" (a fixed sample)" if pts.height >= d.MAX_POINTS else "")
                + ". Drag a rectangle to see those images below.")  # fmt: skip
     brush = alt.selection_interval(name="brush")
     chart = (
@@ -95,32 +49,39 @@ with w.page_guard():
         w.grid(key, sel.head(60), fields=["label", "split", "issue"], prefix="mapsel")
 
     st.subheader("Outliers")
-    ranked = w.issues(key, "outlier", flagged_only=False).sort(
-        "score", descending=True, nulls_last=True
+    flagged_ids = set(d.issues(key, "outlier")["file_id"].to_list())
+    ranked = (
+        d.issues(key, "outlier", flagged_only=False)
+        .with_columns(pl.col("file_id").is_in(list(flagged_ids)).alias("_flagged"))
+        .sort(["_flagged", "score"], descending=True, nulls_last=True)
     )
     if ranked.height == 0:
         st.caption("No outlier scores stored (run `dataaudit detect PATH`).")
     else:
-        n_flag = w.issues(key, "outlier")["file_id"].n_unique()
-        st.markdown(f"**{n_flag} flagged**; the {TOP_OUTLIERS} highest-scoring images, grouped "
-                    "when they resemble each other (a cluster of outliers is often a "
-                    "sub-population, not noise).")  # fmt: skip
+        n_flag = len(flagged_ids)
+        top = ranked.unique("file_id", maintain_order=True).head(max(TOP_OUTLIERS, n_flag))
+        reasons = dict(zip(top["file_id"].to_list(), top["details"].to_list(), strict=False))
+        marks = {f: "flagged outlier" for f in top["file_id"].to_list() if f in flagged_ids}
+        st.markdown(f"**{n_flag} flagged**; the ranking shows them first, then the next "
+                    f"highest scores (top {top.height}). The caption is the reason.")  # fmt: skip
+        w.grid(key, top, fields=["label", "split", "score"], prefix="orank", captions=reasons,
+               marks=marks)  # fmt: skip
+        st.subheader("Clusters of outliers")
+        st.caption("Outliers of the ranking above that resemble each other: a cluster is often "
+                   "a sub-population (a new domain, a capture setting), not noise.")  # fmt: skip
         st.session_state.setdefault("map_sim", 0.8)
         w.keep_state("map_sim")
-        min_sim = st.slider("Group outliers at cosine similarity ≥", 0.5, 0.99, key="map_sim")
-        top = ranked.unique("file_id", maintain_order=True).head(TOP_OUTLIERS)
-        reasons = dict(zip(top["file_id"].to_list(), top["details"].to_list(), strict=False))
-        flagged_ids = set(w.issues(key, "outlier")["file_id"].to_list())
-        clusters = outlier_clusters(key, tuple(top["file_id"].to_list()), float(min_sim))
-        singles = [c[0] for c in clusters if len(c) == 1]
-        for i, members in enumerate(c for c in clusters if len(c) > 1):
-            st.markdown(f"**Cluster {i + 1}** · {len(members)} similar outliers")
-            df = w._with_images(key, pl.DataFrame({"file_id": members}))
+        min_sim = st.slider("Link outliers at cosine similarity ≥", 0.5, 0.99, key="map_sim")
+        clusters = [
+            c for c in d.outlier_clusters(key, tuple(top["file_id"].to_list()), float(min_sim))
+            if len(c) > 1
+        ]  # fmt: skip
+        if not clusters:
+            st.caption("No two outliers of the ranking are that similar.")
+        for i, members in enumerate(clusters):
+            n_in = sum(f in flagged_ids for f in members)
+            st.markdown(f"**Cluster {i + 1}** · {len(members)} similar images, {n_in} flagged")
+            df = d.with_images(key, pl.DataFrame({"file_id": members}))
             w.grid(key, df, fields=["label", "split"], prefix=f"oc{i}", captions=reasons,
-                   marks={f: "flagged" for f in members if f in flagged_ids})  # fmt: skip
-        if singles:
-            st.markdown(f"**Lone outliers** · {len(singles)}")
-            df = w._with_images(key, pl.DataFrame({"file_id": singles}))
-            w.grid(key, df, fields=["label", "split"], prefix="olone", captions=reasons,
-                   marks={f: "flagged" for f in singles if f in flagged_ids})  # fmt: skip
+                   marks=marks)  # fmt: skip
     w.show_selected(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
@@ -11,7 +12,7 @@ st.title("Overview")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    o = w.overview(key)
+    o = d.overview(key)
     t = o["totals"]
     c = st.columns(6)
     c[0].metric("Images", f"{t['images']:,}")
@@ -19,7 +20,7 @@ with w.page_guard():
     c[2].metric("Labels", f"{t['labels']:,}")
     c[3].metric("Unreadable", f"{t['corrupt']:,}")
     c[4].metric("Images with issues", f"{o['files_flagged']:,}")
-    c[5].metric("Decisions", f"{w.decisions().height:,}")
+    c[5].metric("Decisions", f"{d.decisions().height:,}")
     if not o["has_embeddings"]:
         st.caption(
             "No embeddings in this index (scanned with --no-embed): no map, neighbours, "
@@ -62,7 +63,7 @@ with w.page_guard():
         st.caption("No issues flagged (or the detectors have not run: `dataaudit detect PATH`).")
 
     st.subheader("Dataset-level findings")
-    findings = w.findings(key)
+    findings = d.findings(key)
     if findings.height:
         for f in findings.iter_rows(named=True):
             icon = {
@@ -76,8 +77,8 @@ with w.page_guard():
     st.subheader("Distributions")
     st.caption("The buttons open the tails of a distribution in Browse, sorted by that column.")
     cols = st.columns(3)
-    for i, col in enumerate(w.NUMERIC):
-        h = w.histogram(key, col)
+    for i, col in enumerate(d.NUMERIC):
+        h = d.histogram(key, col)
         with cols[i % 3], st.container(border=True):
             if h.height == 0:
                 st.caption(f"{col}: no values")
@@ -94,7 +95,7 @@ with w.page_guard():
                 .properties(height=150)
             )
             st.altair_chart(chart, width="stretch")
-            if col in w.DERIVED:
+            if col in d.DERIVED:
                 continue
             b1, b2 = st.columns(2)
             b1.button(

@@ -6,41 +6,13 @@ from __future__ import annotations
 
 import io
 
+import data as d
 import numpy as np
 import streamlit as st
 import widgets as w
 from PIL import Image
 
-SIDE = 64  # thumbnails are resized to SIDE x SIDE before averaging
-PER_CLASS = 64  # a fixed sample per class keeps this page fast on millions of images
 SIZES = [8, 16, 32, 64, 128]
-
-
-@st.cache_data(show_spinner="Averaging thumbnails...")
-def class_stats(key: str, per_class: int) -> list[dict]:
-    """[{label, n, mean: uint8 HxWx3, std: float HxWx3}] from a fixed sample per class."""
-    picks = w.index().sql(
-        "SELECT file_id, label FROM images WHERE label IS NOT NULL AND NOT is_corrupt "
-        "QUALIFY row_number() OVER (PARTITION BY label ORDER BY hash(file_id)) <= ? "
-        "ORDER BY label",
-        params=[per_class],
-    )
-    thumbs = w.index().thumbnails(picks["file_id"].to_list())
-    out = []
-    for (label,), part in picks.group_by(["label"], maintain_order=True):
-        arrs = []
-        for fid in part["file_id"].to_list():
-            data = thumbs.get(fid)
-            if not data:
-                continue
-            with Image.open(io.BytesIO(data)) as im:
-                arrs.append(np.asarray(im.convert("RGB").resize((SIDE, SIDE)), np.float32))
-        if not arrs:
-            continue
-        stack = np.stack(arrs)
-        out.append({"label": label, "n": len(arrs), "mean": stack.mean(0).astype(np.uint8),
-                    "std": stack.std(0)})  # fmt: skip
-    return out
 
 
 def _upscale(arr: np.ndarray, side: int = 160) -> Image.Image:
@@ -51,12 +23,12 @@ st.title("Per-class look")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    stats = class_stats(key, PER_CLASS)
+    stats = d.class_stats(key)
     if not stats:
         st.info("No labelled images with thumbnails in this index.")
         st.stop()
-    st.markdown(f"Mean image and per-pixel standard deviation of up to {PER_CLASS} thumbnails "
-                "per class. A sharp mean or a dark std region means the class's images share "
+    st.markdown(f"Mean image and per-pixel standard deviation of up to {stats[0]['per_class']} "
+                "thumbnails per class. A sharp mean or a dark std region means the class's images share "
                 "position, framing or background — a shortcut a model can learn.")  # fmt: skip
     top = max(float(s["std"].max()) for s in stats) or 1.0
     ncols = 8
@@ -72,14 +44,14 @@ with w.page_guard():
     labels = [s["label"] for s in stats]
     c1, c2 = st.columns(2)
     cls = c1.selectbox("Class", labels, key="pc_class")
-    choices = w.images(key, {"labels": [cls], "where": "NOT is_corrupt", "sort": "path"},
+    choices = d.images(key, {"labels": [cls], "where": "NOT is_corrupt", "sort": "path"},
                        columns=("file_id", "path"), limit=200)  # fmt: skip
     if choices.height:
         paths = dict(zip(choices["file_id"].to_list(), choices["path"].to_list(), strict=False))
         fid = c2.selectbox("Image", list(paths), format_func=lambda f: paths[f], key="pc_image")
-        full = w.full_image(w.index().root, paths[fid])
+        full = w.full_image(d.index().root, paths[fid])
         if full is None:
-            data = w.thumbnails(key, (fid,)).get(fid)
+            data = d.thumbnails(key, (fid,)).get(fid)
             full = Image.open(io.BytesIO(data)).convert("RGB") if data else None
         if full is not None:
             cols = st.columns(len(SIZES) + 1)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
+from dataaudit.store.decisions import Decisions
 
 from dataaudit.errors import DataAuditError
-from dataaudit.store.decisions import Decisions
 
 PER_PAGE = 100
 
@@ -27,21 +28,21 @@ st.title("Review")
 with w.page_guard():
     key = w.stamp()
     w.busy_banner()
-    labels = w.facets(key)["labels"]
-    current = w.decisions()
+    labels = d.facets(key)["labels"]
+    current = d.decisions()
     tab_mark, tab_current = st.tabs(["Mark images", f"Decisions ({current.height})"])
     with tab_mark:
         spec = w.filters_ui("review", key)
         try:
-            total = w.count(key, spec)
+            total = d.count(key, spec)
         except DataAuditError as exc:
             st.error(f"Filter error: {exc}")
             st.stop()
         offset = w.pager("review", total, PER_PAGE)
-        page = w.images(key, spec, columns=("file_id", "path", "label", "split"),
+        page = d.images(key, spec, columns=("file_id", "path", "label", "split"),
                         limit=PER_PAGE, offset=offset)  # fmt: skip
-        thumbs = w.thumbnails(key, tuple(page["file_id"].to_list()))
-        badges = w.decision_badges()
+        thumbs = d.thumbnails(key, tuple(page["file_id"].to_list()))
+        badges = d.decision_badges()
         table = page.with_columns(
             pl.col("file_id").map_elements(lambda f: data_url(thumbs.get(f)),
                                            return_dtype=pl.String).alias("image"),
@@ -54,7 +55,7 @@ with w.page_guard():
             table,
             column_config={"image": st.column_config.ImageColumn("image", width="small"),
                            "file_id": None},
-            hide_index=True, width="stretch", height=420, row_height=64,
+            hide_index=True, width="stretch", height=min(820, 40 + 66 * max(page.height, 1)), row_height=64,
             on_select="rerun", selection_mode="multi-row", key="review_table",
         )  # fmt: skip
         rows = list(event.selection.rows) if event else []
@@ -65,7 +66,7 @@ with w.page_guard():
             key="review_scope",
         )
         if scope.startswith("all"):
-            everything = w.images(key, spec, columns=("file_id", "path"))
+            everything = d.images(key, spec, columns=("file_id", "path"))
             ids, paths = everything["file_id"].to_list(), everything["path"].to_list()
         else:
             chosen = table[rows] if rows else table.head(0)
@@ -89,9 +90,9 @@ with w.page_guard():
                 mime="text/csv",
                 key="review_download",
             )
-            thumbs_df = w._with_images(key, current.select("file_id"))
+            thumbs_df = d.with_images(key, current.select("file_id"))
             w.grid(key, thumbs_df.head(60), fields=["label", "split"], prefix="cur")
         with st.expander("Full history (every line of the log)"):
-            hist = Decisions.for_index(w.index()).history()
+            hist = Decisions.for_index(d.index()).history()
             st.dataframe(hist, hide_index=True, width="stretch")
     w.show_selected(key)

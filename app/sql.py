@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
@@ -15,14 +16,6 @@ EXAMPLE = (
 MAX_ROWS = 10_000
 
 
-@st.cache_data(show_spinner=False)
-def schema(key: str) -> pl.DataFrame:
-    return w.index().sql(
-        'SELECT table_name AS "table", column_name AS "column", data_type AS type '
-        "FROM information_schema.columns ORDER BY table_name, ordinal_position"
-    )
-
-
 st.title("SQL")
 with w.page_guard():
     key = w.stamp()
@@ -30,7 +23,7 @@ with w.page_guard():
     left, right = st.columns([3, 1])
     with right:
         st.markdown("**Schema**")
-        sch = schema(key)
+        sch = d.schema(key)
         for (table,), part in sch.group_by(["table"], maintain_order=True):
             with st.expander(table):
                 st.dataframe(part.select("column", "type"), hide_index=True)
@@ -43,7 +36,7 @@ with w.page_guard():
         if run or st.session_state.get("sql_ran") == query:
             st.session_state["sql_ran"] = query
             try:
-                out = w.sql(key, query)
+                out = d.sql(key, query)
             except DataAuditError as exc:
                 st.error(f"Query refused or failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - any engine error is shown, never raised

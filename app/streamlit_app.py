@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # pages import widgets.py from this folder
     sys.path.insert(0, str(HERE))
 
+import data as d  # noqa: E402
 import widgets as w  # noqa: E402
 
 from dataaudit.errors import DataAuditError, IndexBusyError  # noqa: E402
@@ -36,14 +37,14 @@ PAGES = [
 
 def sidebar() -> None:
     try:
-        idx = w.index()
+        idx = d.index()
     except DataAuditError as exc:
         st.error(str(exc))
         st.stop()
     st.sidebar.caption(f"Index: `{idx.db_path}`")
     try:
         w.stamp()
-        runs = w.sql(
+        runs = d.sql(
             st.session_state["_stamp"],
             "SELECT kind, status, ended_at FROM runs ORDER BY run_id DESC LIMIT 1",
         )
@@ -52,7 +53,7 @@ def sidebar() -> None:
             st.sidebar.caption(f"Last run: {r['kind']} ({r['status']}) {r['ended_at'] or ''}")
     except IndexBusyError as exc:
         st.sidebar.warning(str(exc))
-    n = w.decisions().height
+    n = d.decisions().height
     st.sidebar.caption(f"Decisions: {n} active (see Review)")
     w.keep_state("who")
     st.sidebar.text_input("Your name (recorded with decisions)", key="who")

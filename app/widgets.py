@@ -1,69 +1,31 @@
-"""What every page shares: the index, cached reads through the API, filters, the grid, the detail view.
+"""What every page shares on screen: the busy state, filters, the thumbnail grid, the detail view.
 
-Reads go through ``dataaudit.open_index`` -> ``Index`` and are cached with ``st.cache_data``
-keyed on the index's last run (``stamp``), so a page re-renders from memory until a scan or
-detect run changes the index. While a scan holds the index, the last stamp keeps serving
-cached results and uncached reads show "a scan is running" and refresh on their own.
-Decisions and human-baseline answers live in their own files beside the index, never in it.
+Reads live in ``data.py``. While a scan holds the index, ``stamp`` keeps the last key seen,
+so cached results keep serving; uncached reads show "a scan is running" and the page
+refreshes on its own when the scan is done.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import data as d
 import polars as pl
 import streamlit as st
 from PIL import Image, ImageOps
 
-import dataaudit as da
 from dataaudit.errors import DataAuditError, IndexBusyError
-from dataaudit.store.decisions import Decisions
 
-ENV_PATH = "DATAAUDIT_APP_PATH"  # dataset folder or index file, set by `dataaudit app`
-ENV_DB = "DATAAUDIT_APP_DB"  # explicit index file (--db), optional
-
-NUMERIC = [
-    "width", "height", "aspect_ratio", "bytes", "brightness_mean", "contrast", "sharpness",
-    "laplacian_var", "entropy", "colorfulness", "dark_fraction", "bright_fraction",
-    "max_channel_diff",
-]  # fmt: skip
-# Derived columns the filters and histograms understand, as SQL over stored ones.
-DERIVED = {"aspect_ratio": "width::DOUBLE / nullif(height, 0)"}
-HIDDEN = {"signature", "exif"}  # blobs and long JSON stay out of tables
 GRID_FIELDS = ["label", "split", "sharpness", "brightness_mean", "width", "height", "bytes"]
 REFRESH_S = 3
 
 
-# ----------------------------------------------------------------------------- the index
-
-
-def target() -> tuple[str, str | None]:
-    """The dataset path and optional index file the app was started on."""
-    path = os.environ.get(ENV_PATH, "")
-    if not path:
-        raise DataAuditError(
-            "no dataset given to the app", "start it with `dataaudit app PATH` (after a scan)"
-        )
-    return path, os.environ.get(ENV_DB) or None
-
-
-@st.cache_resource(show_spinner=False)
-def _open(path: str, db: str | None) -> da.Index:
-    return da.open_index(db or path)
-
-
-def index() -> da.Index:
-    """The app's ``Index`` (opened once per process; each call opens a short connection)."""
-    return _open(*target())
-
-
 def stamp() -> str:
     """The cache key: the index file and its last run. While a scan runs, the last one seen."""
-    idx = index()
+    idx = d.index()
     try:
         runs = idx.runs()
         if runs.height:
@@ -92,7 +54,7 @@ def busy_banner() -> None:
 @st.fragment(run_every=REFRESH_S)
 def _refresh_when_free() -> None:
     try:
-        index().runs()
+        d.index().runs()
     except IndexBusyError:
         return
     st.session_state.pop("_busy", None)
@@ -112,181 +74,6 @@ def page_guard():
         st.error(str(exc))
 
 
-# ----------------------------------------------------------------------------- cached reads
-
-
-def make_filters(spec: dict[str, Any] | None) -> da.Filters | None:
-    """A plain dict (hashable by the cache) -> ``da.Filters``; derived columns become SQL."""
-    if not spec:
-        return None
-    spec = dict(spec)
-    ranges = dict(spec.pop("ranges", None) or {})
-    wheres = [w for w in [spec.pop("where", None)] if w]
-    for col in list(ranges):
-        if col in DERIVED:
-            lo, hi = ranges.pop(col)
-            wheres.append(f"({DERIVED[col]}) BETWEEN {float(lo)!r} AND {float(hi)!r}")
-    where = " AND ".join(f"({w})" for w in wheres) or None
-    return da.Filters(
-        splits=spec.get("splits") or None,
-        labels=spec.get("labels") or None,
-        issues=spec.get("issues") or None,
-        ranges=ranges or None,
-        where=where,
-        sort=spec.get("sort") or None,
-        descending=bool(spec.get("descending")),
-    )
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def images(
-    key: str,
-    spec: dict | None = None,
-    columns: tuple[str, ...] | None = None,
-    limit: int | None = None,
-    offset: int = 0,
-) -> pl.DataFrame:
-    return index().images(
-        make_filters(spec), columns=list(columns) if columns else None, limit=limit, offset=offset
-    )
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def count(key: str, spec: dict | None = None) -> int:
-    return index().count(make_filters(spec))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def thumbnails(key: str, ids: tuple[int, ...]) -> dict[int, bytes]:
-    return index().thumbnails(list(ids))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def issues(key: str, issue: str | None = None, flagged_only: bool = True) -> pl.DataFrame:
-    return index().issues(type=issue, flagged_only=flagged_only)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def image(key: str, file_id: int) -> dict:
-    return index().image(file_id)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def neighbors(key: str, file_id: int, k: int = 8) -> pl.DataFrame:
-    return index().neighbors(file_id, k=k)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def histogram(key: str, column: str, bins: int = 40) -> pl.DataFrame:
-    if column in DERIVED:
-        return index().sql(
-            f"""
-            WITH v AS (SELECT ({DERIVED[column]}) AS v FROM images WHERE ({DERIVED[column]}) IS NOT NULL),
-                 r AS (SELECT min(v) lo, max(v) hi FROM v)
-            SELECT r.lo + (r.hi - r.lo) * b / {bins} AS lo,
-                   r.lo + (r.hi - r.lo) * (b + 1) / {bins} AS hi, count(*) AS count
-            FROM v, r, (SELECT least(floor((v.v - r.lo) / nullif(r.hi - r.lo, 0) * {bins}),
-                                     {bins - 1})::INT AS b) AS t
-            GROUP BY b, r.lo, r.hi ORDER BY b
-            """
-        )
-    return index().histogram(column, bins=bins)
-
-
-@st.cache_data(show_spinner=False)
-def findings(key: str) -> pl.DataFrame:
-    out = index().findings()
-    return out if isinstance(out, pl.DataFrame) else pl.DataFrame(out)
-
-
-@st.cache_data(show_spinner=False)
-def sql(key: str, query: str) -> pl.DataFrame:
-    return index().sql(query)
-
-
-@st.cache_data(show_spinner=False)
-def overview(key: str) -> dict[str, Any]:
-    """Counts, split x label, flagged per issue, numeric ranges: one round of small queries."""
-    idx = index()
-    totals = idx.sql(
-        "SELECT count(*) AS images, coalesce(sum(bytes), 0)::DOUBLE AS bytes, "
-        "count(*) FILTER (WHERE is_corrupt) AS corrupt, count(DISTINCT label) AS labels, "
-        "count(*) FILTER (WHERE label IS NULL) AS unlabelled FROM images"
-    ).row(0, named=True)
-    by = idx.sql(
-        "SELECT coalesce(split, '(none)') AS split, coalesce(label, '(none)') AS label, "
-        "count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"
-    )
-    flagged = idx.sql(
-        "SELECT issue, count(DISTINCT file_id) AS files FROM issues WHERE is_issue "
-        "GROUP BY issue ORDER BY files DESC, issue"
-    )
-    files_flagged = idx.sql("SELECT count(DISTINCT file_id) AS n FROM issues WHERE is_issue").item()
-    has_emb = idx.sql("SELECT count(*) AS n FROM embedding_map").item() > 0
-    return {
-        "totals": totals,
-        "by": by,
-        "flagged": flagged,
-        "files_flagged": files_flagged,
-        "has_embeddings": has_emb,
-    }
-
-
-@st.cache_data(show_spinner=False)
-def facets(key: str) -> dict[str, Any]:
-    """Distinct splits, labels and issue types, and each numeric column's range, for filters."""
-    idx = index()
-    splits = idx.sql("SELECT DISTINCT split FROM images WHERE split IS NOT NULL ORDER BY 1")
-    labels = idx.sql("SELECT DISTINCT label FROM images WHERE label IS NOT NULL ORDER BY 1")
-    kinds = idx.sql("SELECT DISTINCT issue FROM issues WHERE is_issue ORDER BY 1")
-    exprs = ", ".join(
-        f"min({DERIVED.get(c, c)})::DOUBLE AS {c}_lo, max({DERIVED.get(c, c)})::DOUBLE AS {c}_hi"
-        for c in NUMERIC
-    )
-    rng = idx.sql(f"SELECT {exprs} FROM images").row(0, named=True)
-    cols = idx.sql(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'images' "
-        "ORDER BY ordinal_position"
-    )["column_name"].to_list()
-    return {
-        "splits": splits["split"].to_list(),
-        "labels": labels["label"].to_list(),
-        "issues": kinds["issue"].to_list(),
-        "ranges": {c: (rng[f"{c}_lo"], rng[f"{c}_hi"]) for c in NUMERIC},
-        "columns": [c for c in cols if c not in HIDDEN],
-    }
-
-
-def decisions() -> pl.DataFrame:
-    """Current decisions (latest per file, keep excluded); cached on the log file's size."""
-    path = Decisions.for_index(index()).path
-    size = path.stat().st_size if path.exists() else -1
-    return _decisions(str(path), size)
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def _decisions(path: str, size: int) -> pl.DataFrame:
-    return Decisions(Path(path)).current()
-
-
-def record_decision(
-    file_ids: list[int], paths: list[str], action: str, new_label: str | None, reason: str
-) -> None:
-    who = st.session_state.get("who") or None
-    Decisions.for_index(index()).record(
-        file_ids, paths, action, new_label=new_label, reason=reason, who=who
-    )
-
-
-def decision_badges() -> dict[int, str]:
-    """file_id -> short text ("drop", "relabel -> 3") for every active decision."""
-    d = decisions()
-    out = {}
-    for fid, action, new in d.select("file_id", "action", "new_label").iter_rows():
-        out[fid] = f"relabel → {new}" if action == "relabel" else action
-    return out
-
-
 # ----------------------------------------------------------------------------- widgets
 
 
@@ -299,7 +86,7 @@ def keep_state(*keys: str) -> None:
 
 def filters_ui(prefix: str, key: str, with_sort: bool = True) -> dict[str, Any]:
     """Split, label, issue, numeric ranges, free WHERE and sort; returns a plain filter dict."""
-    f = facets(key)
+    f = d.facets(key)
     k = lambda name: f"{prefix}_{name}"  # noqa: E731
     for name, default in [
         ("splits", []), ("labels", []), ("issues", []), ("range_cols", []), ("where", ""),
@@ -315,7 +102,7 @@ def filters_ui(prefix: str, key: str, with_sort: bool = True) -> dict[str, Any]:
     c3.multiselect("Issue", f["issues"], key=k("issues"), placeholder="any or none")
     ranges = {}
     with st.expander("Ranges and WHERE", expanded=bool(st.session_state[k("range_cols")])):
-        st.multiselect("Filter by range of", NUMERIC, key=k("range_cols"))
+        st.multiselect("Filter by range of", d.NUMERIC, key=k("range_cols"))
         for col in st.session_state[k("range_cols")]:
             lo, hi = f["ranges"].get(col, (None, None))
             if lo is None or hi is None:
@@ -382,8 +169,8 @@ def grid(
         st.caption("No images.")
         return
     ids = [int(i) for i in df["file_id"].to_list()]
-    thumbs = thumbnails(key, tuple(ids))
-    badges = decision_badges()
+    thumbs = d.thumbnails(key, tuple(ids))
+    badges = d.decision_badges()
     fields = [f for f in (fields or GRID_FIELDS) if f in df.columns]
     rows = df.to_dicts()
     for start in range(0, len(rows), ncols):
@@ -437,14 +224,14 @@ def full_image(root: Path | None, rel: str) -> Image.Image | None:
 
 @st.dialog("Image", width="large")
 def _detail(key: str, file_id: int) -> None:
-    info = image(key, file_id)
+    info = d.image(key, file_id)
     path = str(info.get("path"))
     st.markdown(f"**{path}**  \nlabel `{info.get('label')}` · split `{info.get('split')}`")
-    full = full_image(index().root, path)
+    full = full_image(d.index().root, path)
     if full is not None:
         st.image(full, caption=f"full size {full.width}×{full.height}", width="content")
     else:
-        thumb = thumbnails(key, (file_id,)).get(file_id)
+        thumb = d.thumbnails(key, (file_id,)).get(file_id)
         st.image(thumb or placeholder_png("cannot decode"), caption="thumbnail (file unreadable)")
     found = info.get("issues") or []
     if found:
@@ -454,18 +241,18 @@ def _detail(key: str, file_id: int) -> None:
         st.caption("No issues flagged.")
     decision_ui(key, [file_id], [path], prefix=f"dlg_{file_id}")
     try:
-        nb = neighbors(key, file_id, 8)
+        nb = d.neighbors(key, file_id, 8)
     except DataAuditError as exc:
         nb = None
         st.caption(f"Neighbours unavailable: {exc}")
     if nb is not None and nb.height:
         st.markdown("**Nearest neighbours** (embedding cosine similarity)")
-        nb = _with_images(key, nb)
+        nb = d.with_images(key, nb)
         grid(key, nb, fields=["label", "split", "similarity"], prefix=f"nb{file_id}", ncols=4)
     elif nb is not None:
         st.caption("No neighbours: the index has no embeddings (scanned with --no-embed).")
     with st.expander("Every stored field"):
-        fields = {k: _fmt(v) for k, v in info.items() if k not in HIDDEN | {"issues"}}
+        fields = {k: _fmt(v) for k, v in info.items() if k not in d.HIDDEN | {"issues"}}
         st.dataframe(
             pl.DataFrame({"field": list(fields), "value": list(fields.values())}),
             hide_index=True,
@@ -477,25 +264,9 @@ def _detail(key: str, file_id: int) -> None:
         st.rerun()
 
 
-def _with_images(key: str, df: pl.DataFrame) -> pl.DataFrame:
-    """Add path/label/split for frames that carry only file ids."""
-    need = [c for c in ("path", "label", "split") if c not in df.columns]
-    if not need or df.height == 0:
-        return df
-    extra = (
-        index()
-        .sql(
-            "SELECT file_id, path, label, split FROM images WHERE file_id IN (SELECT unnest(?))",
-            params=[df["file_id"].to_list()],
-        )
-        .select("file_id", *need)
-    )
-    return df.join(extra, on="file_id", how="left")
-
-
 def decision_ui(key: str, file_ids: list[int], paths: list[str], prefix: str) -> None:
     """Keep / drop / relabel for the given images, written to the decisions log."""
-    labels = facets(key)["labels"]
+    labels = d.facets(key)["labels"]
     c1, c2, c3 = st.columns([2, 2, 3])
     action = c1.segmented_control(
         "Decision", ["drop", "relabel", "keep"], key=f"{prefix}_action", default="drop"
@@ -509,7 +280,9 @@ def decision_ui(key: str, file_ids: list[int], paths: list[str], prefix: str) ->
         if action is None:
             st.warning("Pick keep, drop or relabel first.")
             return
-        record_decision(file_ids, paths, action, new_label, reason)
+        d.record_decision(
+            file_ids, paths, action, new_label, reason, who=st.session_state.get("who") or None
+        )
         st.success(f"Saved: {action}{' → ' + str(new_label) if new_label else ''} for {n}.")
 
 

@@ -1,0 +1,418 @@
+"""The app's reads: every one goes through ``dataaudit.open_index`` -> ``Index``, cached.
+
+Results are cached with ``st.cache_data`` keyed on ``key``, the index's last run (see
+``widgets.stamp``), so pages re-render from memory until a scan or detect run changes the
+index. Decisions and human-baseline answers are files beside the index, read here too.
+Plain functions (no widgets), so ``bench/bench_app.py`` times exactly what the pages call.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import streamlit as st
+from dataaudit.store.decisions import Decisions
+from PIL import Image
+
+import dataaudit as da
+from dataaudit.errors import DataAuditError
+
+ENV_PATH = "DATAAUDIT_APP_PATH"  # dataset folder or index file, set by `dataaudit app`
+ENV_DB = "DATAAUDIT_APP_DB"  # explicit index file (--db), optional
+
+NUMERIC = [
+    "width", "height", "aspect_ratio", "bytes", "brightness_mean", "contrast", "sharpness",
+    "laplacian_var", "entropy", "colorfulness", "dark_fraction", "bright_fraction",
+    "max_channel_diff",
+]  # fmt: skip
+# Derived columns the filters and histograms understand, as SQL over stored ones.
+DERIVED = {"aspect_ratio": "width::DOUBLE / nullif(height, 0)"}
+HIDDEN = {"signature", "exif"}  # blobs and long JSON stay out of tables
+
+
+def target() -> tuple[str, str | None]:
+    """The dataset path and optional index file the app was started on."""
+    path = os.environ.get(ENV_PATH, "")
+    if not path:
+        raise DataAuditError(
+            "no dataset given to the app", "start it with `dataaudit app PATH` (after a scan)"
+        )
+    return path, os.environ.get(ENV_DB) or None
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str, db: str | None) -> da.Index:
+    return da.open_index(db or path)
+
+
+def index() -> da.Index:
+    """The app's ``Index`` (opened once per process; each call opens a short connection)."""
+    return _open(*target())
+
+
+def make_filters(spec: dict[str, Any] | None) -> da.Filters | None:
+    """A plain dict (hashable by the cache) -> ``da.Filters``; derived columns become SQL."""
+    if not spec:
+        return None
+    spec = dict(spec)
+    ranges = dict(spec.pop("ranges", None) or {})
+    wheres = [w for w in [spec.pop("where", None)] if w]
+    for col in list(ranges):
+        if col in DERIVED:
+            lo, hi = ranges.pop(col)
+            wheres.append(f"({DERIVED[col]}) BETWEEN {float(lo)!r} AND {float(hi)!r}")
+    where = " AND ".join(f"({w})" for w in wheres) or None
+    return da.Filters(
+        splits=spec.get("splits") or None,
+        labels=spec.get("labels") or None,
+        issues=spec.get("issues") or None,
+        ranges=ranges or None,
+        where=where,
+        sort=spec.get("sort") or None,
+        descending=bool(spec.get("descending")),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def images(
+    key: str,
+    spec: dict | None = None,
+    columns: tuple[str, ...] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> pl.DataFrame:
+    return index().images(
+        make_filters(spec), columns=list(columns) if columns else None, limit=limit, offset=offset
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def count(key: str, spec: dict | None = None) -> int:
+    return index().count(make_filters(spec))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def thumbnails(key: str, ids: tuple[int, ...]) -> dict[int, bytes]:
+    return index().thumbnails(list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def issues(key: str, issue: str | None = None, flagged_only: bool = True) -> pl.DataFrame:
+    return index().issues(type=issue, flagged_only=flagged_only)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def image(key: str, file_id: int) -> dict:
+    return index().image(file_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def neighbors(key: str, file_id: int, k: int = 8) -> pl.DataFrame:
+    return index().neighbors(file_id, k=k)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def histogram(key: str, column: str, bins: int = 40) -> pl.DataFrame:
+    if column in DERIVED:
+        return index().sql(
+            f"""
+            WITH v AS (SELECT ({DERIVED[column]}) AS v FROM images WHERE ({DERIVED[column]}) IS NOT NULL),
+                 r AS (SELECT min(v) lo, max(v) hi FROM v)
+            SELECT r.lo + (r.hi - r.lo) * b / {bins} AS lo,
+                   r.lo + (r.hi - r.lo) * (b + 1) / {bins} AS hi, count(*) AS count
+            FROM v, r, (SELECT least(floor((v.v - r.lo) / nullif(r.hi - r.lo, 0) * {bins}),
+                                     {bins - 1})::INT AS b) AS t
+            GROUP BY b, r.lo, r.hi ORDER BY b
+            """
+        )
+    return index().histogram(column, bins=bins)
+
+
+@st.cache_data(show_spinner=False)
+def findings(key: str) -> pl.DataFrame:
+    out = index().findings()
+    return out if isinstance(out, pl.DataFrame) else pl.DataFrame(out)
+
+
+@st.cache_data(show_spinner=False)
+def sql(key: str, query: str) -> pl.DataFrame:
+    return index().sql(query)
+
+
+@st.cache_data(show_spinner=False)
+def overview(key: str) -> dict[str, Any]:
+    """Counts, split x label, flagged per issue, numeric ranges: one round of small queries."""
+    idx = index()
+    totals = idx.sql(
+        "SELECT count(*) AS images, coalesce(sum(bytes), 0)::DOUBLE AS bytes, "
+        "count(*) FILTER (WHERE is_corrupt) AS corrupt, count(DISTINCT label) AS labels, "
+        "count(*) FILTER (WHERE label IS NULL) AS unlabelled FROM images"
+    ).row(0, named=True)
+    by = idx.sql(
+        "SELECT coalesce(split, '(none)') AS split, coalesce(label, '(none)') AS label, "
+        "count(*) AS n FROM images GROUP BY ALL ORDER BY ALL"
+    )
+    flagged = idx.sql(
+        "SELECT issue, count(DISTINCT file_id) AS files FROM issues WHERE is_issue "
+        "GROUP BY issue ORDER BY files DESC, issue"
+    )
+    files_flagged = idx.sql("SELECT count(DISTINCT file_id) AS n FROM issues WHERE is_issue").item()
+    has_emb = idx.sql("SELECT count(*) AS n FROM embedding_map").item() > 0
+    return {
+        "totals": totals,
+        "by": by,
+        "flagged": flagged,
+        "files_flagged": files_flagged,
+        "has_embeddings": has_emb,
+    }
+
+
+@st.cache_data(show_spinner=False)
+def facets(key: str) -> dict[str, Any]:
+    """Distinct splits, labels and issue types, and each numeric column's range, for filters."""
+    idx = index()
+    splits = idx.sql("SELECT DISTINCT split FROM images WHERE split IS NOT NULL ORDER BY 1")
+    labels = idx.sql("SELECT DISTINCT label FROM images WHERE label IS NOT NULL ORDER BY 1")
+    kinds = idx.sql("SELECT DISTINCT issue FROM issues WHERE is_issue ORDER BY 1")
+    exprs = ", ".join(
+        f"min({DERIVED.get(c, c)})::DOUBLE AS {c}_lo, max({DERIVED.get(c, c)})::DOUBLE AS {c}_hi"
+        for c in NUMERIC
+    )
+    rng = idx.sql(f"SELECT {exprs} FROM images").row(0, named=True)
+    cols = idx.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'images' "
+        "ORDER BY ordinal_position"
+    )["column_name"].to_list()
+    return {
+        "splits": splits["split"].to_list(),
+        "labels": labels["label"].to_list(),
+        "issues": kinds["issue"].to_list(),
+        "ranges": {c: (rng[f"{c}_lo"], rng[f"{c}_hi"]) for c in NUMERIC},
+        "columns": [c for c in cols if c not in HIDDEN],
+    }
+
+
+def decisions() -> pl.DataFrame:
+    """Current decisions (latest per file, keep excluded); cached on the log file's size."""
+    path = Decisions.for_index(index()).path
+    size = path.stat().st_size if path.exists() else -1
+    return _decisions(str(path), size)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _decisions(path: str, size: int) -> pl.DataFrame:
+    return Decisions(Path(path)).current()
+
+
+def record_decision(
+    file_ids: list[int],
+    paths: list[str],
+    action: str,
+    new_label: str | None,
+    reason: str,
+    who: str | None = None,
+) -> None:
+    Decisions.for_index(index()).record(
+        file_ids, paths, action, new_label=new_label, reason=reason, who=who
+    )
+
+
+def decision_badges() -> dict[int, str]:
+    """file_id -> short text ("drop", "relabel -> 3") for every active decision."""
+    d = decisions()
+    out = {}
+    for fid, action, new in d.select("file_id", "action", "new_label").iter_rows():
+        out[fid] = f"relabel → {new}" if action == "relabel" else action
+    return out
+
+
+def with_images(key: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Add path/label/split for frames that carry only file ids."""
+    need = [c for c in ("path", "label", "split") if c not in df.columns]
+    if not need or df.height == 0:
+        return df
+    extra = (
+        index()
+        .sql(
+            "SELECT file_id, path, label, split FROM images WHERE file_id IN (SELECT unnest(?))",
+            params=[df["file_id"].to_list()],
+        )
+        .select("file_id", *need)
+    )
+    return df.join(extra, on="file_id", how="left")
+
+
+# ----------------------------------------------------------------------------- page loaders
+
+MAX_POINTS = 20_000  # a browser draws this many map points smoothly; more are sampled
+THUMB_SIDE = 64  # per-class look: thumbnails are resized to this square before averaging
+THUMB_BUDGET = 2_000  # per-class look: thumbnails decoded in all, spread over the classes
+
+
+@st.cache_data(show_spinner=False)
+def duplicates(key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Groups (file_id, group_id, is_representative, path, split, label) and pairs with splits."""
+    idx = index()
+    groups = with_images(key, idx.duplicate_groups())
+    pairs = idx.duplicate_pairs().select("a", "b", "layer", "distance")
+    ids = list({*pairs["a"].to_list(), *pairs["b"].to_list()})
+    meta = idx.sql(
+        "SELECT file_id, split FROM images WHERE file_id IN (SELECT unnest(?))", params=[ids]
+    )
+    pairs = pairs.join(meta.rename({"file_id": "a", "split": "split_a"}), on="a", how="left")
+    pairs = pairs.join(meta.rename({"file_id": "b", "split": "split_b"}), on="b", how="left")
+    return groups, pairs
+
+
+@st.cache_data(show_spinner=False)
+def map_points(key: str) -> pl.DataFrame:
+    """Map coordinates with label, split and the most severe flagged issue (or 'none')."""
+    m = index().embedding_map().select("file_id", "x", "y")
+    if m.height > MAX_POINTS:  # a fixed sample, so the picture is stable across reruns
+        m = m.filter((pl.col("file_id").hash(seed=0) % (m.height // MAX_POINTS + 1)) == 0)
+    m = with_images(key, m)
+    top = (
+        issues(key)
+        .sort("score", descending=True, nulls_last=True)
+        .unique("file_id", keep="first")
+        .select("file_id", "issue")
+    )
+    m = m.join(top, on="file_id", how="left").with_columns(pl.col("issue").fill_null("none"))
+    return m.with_columns(pl.col("label").fill_null("(none)"), pl.col("split").fill_null("(none)"))
+
+
+@st.cache_data(show_spinner=False)
+def outlier_clusters(key: str, ids: tuple[int, ...], min_sim: float) -> list[list[int]]:
+    """Connected components of ``ids`` linked by embedding cosine similarity >= ``min_sim``,
+    the one holding the most outlying image first."""
+    if not ids:
+        return []
+    where = f"file_id IN ({', '.join(str(int(i)) for i in ids)})"
+    emb = index().embeddings(da.Filters(where=where))
+    pos = {int(f): i for i, f in enumerate(emb.file_ids)}
+    order = [i for i in ids if i in pos]
+    if not order:
+        return []
+    x = np.asarray(emb.matrix, dtype=np.float32)[[pos[i] for i in order]]
+    sim = x @ x.T
+    parent = list(range(len(order)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(sim >= min_sim, k=1)), strict=False):
+        parent[find(int(i))] = find(int(j))
+    comps: dict[int, list[int]] = {}
+    for i, fid in enumerate(order):
+        comps.setdefault(find(i), []).append(fid)
+    return sorted(comps.values(), key=lambda c: order.index(c[0]))
+
+
+@st.cache_data(show_spinner=False)
+def confused_pairs(key: str) -> pl.DataFrame:
+    """Class pairs whose images are each other's nearest neighbours most often."""
+    return index().sql(
+        """
+        WITH links AS (
+            SELECT ia.label AS a, ib.label AS b
+            FROM knn k
+            JOIN images ia ON ia.file_id = k.file_id
+            JOIN images ib ON ib.file_id = k.neighbor_id
+            WHERE k.scope = 'all' AND k.rank <= 5 AND ia.label IS NOT NULL
+              AND ib.label IS NOT NULL
+        ),
+        per_class AS (SELECT a, count(*) AS total FROM links GROUP BY a)
+        SELECT least(l.a, l.b) AS class_1, greatest(l.a, l.b) AS class_2,
+               count(*) AS neighbour_links,
+               round(100.0 * count(*) / any_value(p.total), 1) AS pct_of_class_1_links
+        FROM links l JOIN per_class p ON p.a = least(l.a, l.b)
+        WHERE l.a <> l.b
+        GROUP BY ALL ORDER BY neighbour_links DESC LIMIT 15
+        """
+    )
+
+
+@st.cache_data(show_spinner=False)
+def tables(key: str) -> dict[str, list[str]]:
+    """Every table of the index and its columns (the SQL page's schema, predictions lookup)."""
+    df = index().sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "ORDER BY table_name, ordinal_position"
+    )
+    out: dict[str, list[str]] = {}
+    for t, c in df.iter_rows():
+        out.setdefault(t, []).append(c)
+    return out
+
+
+@st.cache_data(show_spinner=False)
+def schema(key: str) -> pl.DataFrame:
+    return index().sql(
+        'SELECT table_name AS "table", column_name AS "column", data_type AS type '
+        "FROM information_schema.columns ORDER BY table_name, ordinal_position"
+    )
+
+
+@st.cache_data(show_spinner=False)
+def mispredictions(key: str, table: str, loss: str, pred: str) -> pl.DataFrame:
+    """Images whose stored prediction differs from their label, highest loss first."""
+    return index().sql(
+        f"""
+        SELECT p.file_id, p."{pred}" AS predicted, p."{loss}" AS loss, i.path, i.label, i.split
+        FROM "{table}" p JOIN images i USING (file_id)
+        WHERE p."{pred}"::VARCHAR IS DISTINCT FROM i.label
+        QUALIFY row_number() OVER (PARTITION BY p.file_id ORDER BY p."{loss}" DESC) = 1
+        ORDER BY loss DESC LIMIT 200
+        """
+    )
+
+
+def human_sample(n: int, seed: int, splits: list[str]) -> pl.DataFrame:
+    """``n`` labelled, readable images in a seeded random order (not cached: a new draw)."""
+    where, params = "label IS NOT NULL AND NOT is_corrupt", []
+    if splits:
+        where += " AND split IN (SELECT unnest(?))"
+        params.append(list(splits))
+    return index().sql(
+        f"SELECT file_id, path, label FROM images WHERE {where} "
+        "ORDER BY hash(file_id + ?), file_id LIMIT ?",
+        params=[*params, int(seed), int(n)],
+    )
+
+
+@st.cache_data(show_spinner="Averaging thumbnails...")
+def class_stats(key: str) -> list[dict]:
+    """[{label, n, mean: uint8 HxWx3, std: float HxWx3}] from a fixed sample per class."""
+    n_classes = index().sql("SELECT count(DISTINCT label) AS n FROM images").item() or 1
+    per_class = max(8, min(64, THUMB_BUDGET // n_classes))
+    picks = index().sql(
+        "SELECT file_id, label FROM images WHERE label IS NOT NULL AND NOT is_corrupt "
+        "QUALIFY row_number() OVER (PARTITION BY label ORDER BY hash(file_id)) <= ? "
+        "ORDER BY label",
+        params=[per_class],
+    )
+    thumbs = index().thumbnails(picks["file_id"].to_list())
+    out = []
+    for (label,), part in picks.group_by(["label"], maintain_order=True):
+        arrs = []
+        for fid in part["file_id"].to_list():
+            blob = thumbs.get(fid)
+            if not blob:
+                continue
+            with Image.open(io.BytesIO(blob)) as im:
+                arrs.append(
+                    np.asarray(im.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE)), np.float32)
+                )
+        if arrs:
+            stack = np.stack(arrs)
+            out.append({"label": label, "n": len(arrs), "mean": stack.mean(0).astype(np.uint8),
+                        "std": stack.std(0), "per_class": per_class})  # fmt: skip
+    return out
