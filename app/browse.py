@@ -40,6 +40,7 @@ with w.page_guard():
             else ""
         )
     )
-    page = d.images(key, spec, limit=per_page, offset=offset)
+    wanted = ("file_id", "path", "label", "split", *fields)
+    page = d.images(key, spec, columns=tuple(dict.fromkeys(wanted)), limit=per_page, offset=offset)
     w.grid(key, page, fields=fields, prefix="browse")
     w.show_selected(key)

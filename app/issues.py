@@ -98,23 +98,21 @@ with w.page_guard():
     tab_flagged, tab_near, tab_thr = st.tabs(
         ["Flagged, ranked", "Near misses (not flagged)", "Move a threshold"]
     )
+    flagged_ids = set(flagged_t["file_id"].to_list())
     with tab_flagged:
-        total = flagged_t.height
-        offset = w.pager("issues", total, PER_PAGE) if total > PER_PAGE else 0
-        rows = flagged_t.sort("score", descending=True, nulls_last=True).slice(offset, PER_PAGE)
+        offset = w.pager("issues", len(flagged_ids), PER_PAGE) if len(flagged_ids) > PER_PAGE else 0
+        rows, _ = d.ranked(key, issue, True, PER_PAGE, offset)
         reasons = dict(zip(rows["file_id"].to_list(), rows["details"].to_list(), strict=False))
         w.grid(key, rows, fields=["label", "split", "score"], prefix="iss",
                captions={k: v for k, v in reasons.items() if v})  # fmt: skip
     with tab_near:
-        all_rows = d.issues(key, issue, flagged_only=False)
-        flagged_ids = set(flagged_t["file_id"].to_list())
-        near = (
-            all_rows.filter(~pl.col("file_id").is_in(list(flagged_ids)))
-            .sort("score", descending=True, nulls_last=True)
-            .head(PER_PAGE)
-        )
-        if near.height == 0:
+        near, n_near = d.ranked(key, issue, False, PER_PAGE)
+        if n_near == 0:
             st.caption("This detector stores no ranked candidates below its threshold.")
+        else:
+            st.caption(
+                f"The {near.height} highest-scoring of {n_near:,} images below the threshold."
+            )
         reasons = dict(zip(near["file_id"].to_list(), near["details"].to_list(), strict=False))
         w.grid(key, near, fields=["label", "split", "score"], prefix="near",
                captions={k: v for k, v in reasons.items() if v})  # fmt: skip

@@ -50,20 +50,16 @@ with w.page_guard():
 
     st.subheader("Outliers")
     flagged_ids = set(d.issues(key, "outlier")["file_id"].to_list())
-    ranked = (
-        d.issues(key, "outlier", flagged_only=False)
-        .with_columns(pl.col("file_id").is_in(list(flagged_ids)).alias("_flagged"))
-        .sort(["_flagged", "score"], descending=True, nulls_last=True)
-    )
-    if ranked.height == 0:
+    n_flag = len(flagged_ids)
+    top, n_scored = d.ranked(key, "outlier", None, max(TOP_OUTLIERS, n_flag))
+    if n_scored == 0:
         st.caption("No outlier scores stored (run `dataaudit detect PATH`).")
     else:
-        n_flag = len(flagged_ids)
-        top = ranked.unique("file_id", maintain_order=True).head(max(TOP_OUTLIERS, n_flag))
         reasons = dict(zip(top["file_id"].to_list(), top["details"].to_list(), strict=False))
         marks = {f: "flagged outlier" for f in top["file_id"].to_list() if f in flagged_ids}
         st.markdown(f"**{n_flag} flagged**; the ranking shows them first, then the next "
-                    f"highest scores (top {top.height}). The caption is the reason.")  # fmt: skip
+                    f"highest scores (top {top.height} of {n_scored:,} scored). The caption is "
+                    "the reason.")  # fmt: skip
         w.grid(key, top, fields=["label", "split", "score"], prefix="orank", captions=reasons,
                marks=marks)  # fmt: skip
         st.subheader("Clusters of outliers")
