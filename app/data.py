@@ -16,22 +16,28 @@ from typing import Any
 import numpy as np
 import polars as pl
 import streamlit as st
-from dataaudit.store.decisions import Decisions
 from PIL import Image
 
 import dataaudit as da
 from dataaudit.errors import DataAuditError
+from dataaudit.store.decisions import Decisions
 
 ENV_PATH = "DATAAUDIT_APP_PATH"  # dataset folder or index file, set by `dataaudit app`
 ENV_DB = "DATAAUDIT_APP_DB"  # explicit index file (--db), optional
 
-NUMERIC = [
-    "width", "height", "aspect_ratio", "bytes", "brightness_mean", "contrast", "sharpness",
-    "laplacian_var", "entropy", "colorfulness", "dark_fraction", "bright_fraction",
-    "max_channel_diff",
-]  # fmt: skip
-# Derived columns the filters and histograms understand, as SQL over stored ones.
-DERIVED = {"aspect_ratio": "width::DOUBLE / nullif(height, 0)"}
+# The numeric columns a person looks at (histograms, range filters), stored or derived by
+# the API's images view; the expressions compute them over the raw tables in one query.
+NUMERIC = {
+    "width": "width", "height": "height",
+    "aspect_ratio": "width::DOUBLE / nullif(height, 0)",
+    "megapixels": "width::DOUBLE * height / 1e6",
+    "bytes": "bytes", "brightness_mean": "brightness_mean", "contrast": "contrast",
+    "sharpness": "sharpness", "laplacian_var": "laplacian_var", "entropy": "entropy",
+    "colorfulness": "colorfulness", "dark_fraction": "dark_fraction",
+    "bright_fraction": "bright_fraction", "max_channel_diff": "max_channel_diff",
+}  # fmt: skip
+# outlier_score lives in the issues table (one score per image when embeddings exist).
+OUTLIER_SCORE = "(SELECT score FROM issues WHERE issue = 'outlier')"
 HIDDEN = {"signature", "exif"}  # blobs and long JSON stay out of tables
 
 
@@ -56,23 +62,15 @@ def index() -> da.Index:
 
 
 def make_filters(spec: dict[str, Any] | None) -> da.Filters | None:
-    """A plain dict (hashable by the cache) -> ``da.Filters``; derived columns become SQL."""
+    """A plain dict (hashable by the cache) -> ``da.Filters``."""
     if not spec:
         return None
-    spec = dict(spec)
-    ranges = dict(spec.pop("ranges", None) or {})
-    wheres = [w for w in [spec.pop("where", None)] if w]
-    for col in list(ranges):
-        if col in DERIVED:
-            lo, hi = ranges.pop(col)
-            wheres.append(f"({DERIVED[col]}) BETWEEN {float(lo)!r} AND {float(hi)!r}")
-    where = " AND ".join(f"({w})" for w in wheres) or None
     return da.Filters(
         splits=spec.get("splits") or None,
         labels=spec.get("labels") or None,
         issues=spec.get("issues") or None,
-        ranges=ranges or None,
-        where=where,
+        ranges=dict(spec.get("ranges") or {}),
+        where=spec.get("where") or None,
         sort=spec.get("sort") or None,
         descending=bool(spec.get("descending")),
     )
@@ -98,8 +96,7 @@ def images(
     ids = index().images(filters, columns=["file_id"], limit=limit, offset=offset)["file_id"]
     if ids.len() == 0:
         return index().images(filters, columns=cols, limit=0)
-    where = f"file_id IN ({', '.join(str(int(i)) for i in ids)})"
-    rows = index().images(da.Filters(where=where), columns=cols)
+    rows = index().images(da.Filters(file_ids=ids.to_list()), columns=cols)
     order = pl.DataFrame({"file_id": ids}).with_row_index("_order")
     return order.join(rows, on="file_id").sort("_order").drop("_order").select(rows.columns)
 
@@ -205,27 +202,36 @@ def overview(key: str) -> dict[str, Any]:
     }
 
 
+def _numeric_cte() -> str:
+    """``x``: one row per image with every NUMERIC column and the outlier score."""
+    cols = ", ".join(f"({e})::DOUBLE AS {c}" for c, e in NUMERIC.items())
+    return f"""x AS (
+        SELECT {cols}, o.score::DOUBLE AS outlier_score FROM images
+        LEFT JOIN (SELECT file_id, max(score) AS score FROM issues WHERE issue = 'outlier'
+                   GROUP BY file_id) o USING (file_id))"""
+
+
+def numeric_columns() -> list[str]:
+    return [*NUMERIC, "outlier_score"]
+
+
 @st.cache_data(show_spinner=False)
 def facets(key: str) -> dict[str, Any]:
-    """Distinct splits, labels and issue types, each numeric column's range and the images
-    columns, for the filter widgets: one query."""
-    exprs = ", ".join(
-        f"min({DERIVED.get(c, c)})::DOUBLE AS {c}_lo, max({DERIVED.get(c, c)})::DOUBLE AS {c}_hi"
-        for c in NUMERIC
-    )
+    """Distinct splits, labels and issue types, each numeric column's range and the sortable
+    columns, for the filter widgets (two queries)."""
+    exprs = ", ".join(f"min({c}) AS {c}_lo, max({c}) AS {c}_hi" for c in numeric_columns())
     row = (
         index()
         .sql(
             f"""
+        WITH {_numeric_cte()}
         SELECT {exprs},
             (SELECT list(DISTINCT split ORDER BY split) FILTER (WHERE split IS NOT NULL)
              FROM images) AS splits,
             (SELECT list(DISTINCT label ORDER BY label) FILTER (WHERE label IS NOT NULL)
              FROM images) AS labels,
-            (SELECT list(DISTINCT issue ORDER BY issue) FROM issues WHERE is_issue) AS issues,
-            (SELECT list(column_name ORDER BY ordinal_position) FROM information_schema.columns
-             WHERE table_name = 'images') AS columns
-        FROM images
+            (SELECT list(DISTINCT issue ORDER BY issue) FROM issues WHERE is_issue) AS issues
+        FROM x
         """
         )
         .row(0, named=True)
@@ -234,27 +240,26 @@ def facets(key: str) -> dict[str, Any]:
         "splits": row["splits"] or [],
         "labels": row["labels"] or [],
         "issues": row["issues"] or [],
-        "ranges": {c: (row[f"{c}_lo"], row[f"{c}_hi"]) for c in NUMERIC},
-        "columns": [c for c in row["columns"] or [] if c not in HIDDEN],
+        "ranges": {c: (row[f"{c}_lo"], row[f"{c}_hi"]) for c in numeric_columns()},
+        "columns": [c for c in index().columns() if c not in HIDDEN],
     }
 
 
 @st.cache_data(show_spinner=False)
 def histograms(key: str, bins: int = 40) -> dict[str, pl.DataFrame]:
-    """Every numeric column's histogram (lo, hi, count) in one query over ``images``."""
-    cols = {c: DERIVED.get(c, f'"{c}"') for c in NUMERIC}
-    ranges = ", ".join(
-        f"min({e})::DOUBLE AS lo_{i}, max({e})::DOUBLE AS hi_{i}"
-        for i, e in enumerate(cols.values())
-    )
+    """Every numeric column's histogram (lo, hi, count) in one query."""
+    cols = numeric_columns()
+    ranges = ", ".join(f"min({c}) AS lo_{c}, max({c}) AS hi_{c}" for c in cols)
     parts = [
-        f"""SELECT '{c}' AS col, least(floor((({e}) - r.lo_{i}) / nullif(r.hi_{i} - r.lo_{i}, 0)
-                   * {bins}), {bins - 1})::INT AS b, any_value(r.lo_{i}) AS lo,
-                   any_value(r.hi_{i}) AS hi, count(*) AS n
-            FROM images, r WHERE ({e}) IS NOT NULL GROUP BY b"""
-        for i, (c, e) in enumerate(cols.items())
+        f"""SELECT '{c}' AS col, least(floor((x.{c} - r.lo_{c}) / nullif(r.hi_{c} - r.lo_{c}, 0)
+                   * {bins}), {bins - 1})::INT AS b, any_value(r.lo_{c}) AS lo,
+                   any_value(r.hi_{c}) AS hi, count(*) AS n
+            FROM x, r WHERE x.{c} IS NOT NULL AND isfinite(x.{c}) GROUP BY b"""
+        for c in cols
     ]
-    df = index().sql(f"WITH r AS (SELECT {ranges} FROM images) " + " UNION ALL ".join(parts))
+    df = index().sql(
+        f"WITH {_numeric_cte()}, r AS (SELECT {ranges} FROM x) " + " UNION ALL ".join(parts)
+    )
     out = {}
     for c in cols:
         part = df.filter(pl.col("col") == c)
@@ -274,7 +279,8 @@ def histograms(key: str, bins: int = 40) -> dict[str, pl.DataFrame]:
 
 
 def decisions() -> pl.DataFrame:
-    """Current decisions (latest per file, keep excluded); cached on the log file's size."""
+    """Decisions in force (latest per file; a "keep" only clears, so it is left out), cached
+    on the log file's size."""
     path = Decisions.for_index(index()).path
     size = path.stat().st_size if path.exists() else -1
     return _decisions(str(path), size)
@@ -282,7 +288,7 @@ def decisions() -> pl.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _decisions(path: str, size: int) -> pl.DataFrame:
-    return Decisions(Path(path)).current()
+    return Decisions(Path(path)).current().filter(pl.col("action") != "keep")
 
 
 def record_decision(
@@ -332,34 +338,25 @@ THUMB_BUDGET = 1_000  # per-class look: thumbnails decoded in all, spread over t
 
 @st.cache_data(show_spinner=False)
 def duplicates(key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Groups (file_id, group_id, is_representative, path, split, label) and pairs with splits."""
+    """Group members (group_id, file_id, is_representative, path, split, label, ...) and
+    linked pairs (a, b, layer, distance, split_a, split_b, ...)."""
     idx = index()
-    groups = with_images(key, idx.duplicate_groups())
-    pairs = idx.duplicate_pairs().select("a", "b", "layer", "distance")
-    ids = list({*pairs["a"].to_list(), *pairs["b"].to_list()})
-    meta = idx.sql(
-        "SELECT file_id, split FROM images WHERE file_id IN (SELECT unnest(?))", params=[ids]
-    )
-    pairs = pairs.join(meta.rename({"file_id": "a", "split": "split_a"}), on="a", how="left")
-    pairs = pairs.join(meta.rename({"file_id": "b", "split": "split_b"}), on="b", how="left")
-    return groups, pairs
+    return idx.duplicate_groups(), idx.duplicate_pairs()
 
 
 @st.cache_data(show_spinner=False)
 def map_points(key: str) -> pl.DataFrame:
-    """Map coordinates with label, split and the most severe flagged issue (or 'none')."""
-    m = index().embedding_map().select("file_id", "x", "y")
+    """Map coordinates with label, split and the first flagged issue (or 'none'); a fixed
+    sample of MAX_POINTS when there are more."""
+    m = index().embedding_map()
     if m.height > MAX_POINTS:  # a fixed sample, so the picture is stable across reruns
         m = m.filter((pl.col("file_id").hash(seed=0) % (m.height // MAX_POINTS + 1)) == 0)
-    m = with_images(key, m)
-    top = (
-        issues(key)
-        .sort("score", descending=True, nulls_last=True)
-        .unique("file_id", keep="first")
-        .select("file_id", "issue")
-    )
-    m = m.join(top, on="file_id", how="left").with_columns(pl.col("issue").fill_null("none"))
-    return m.with_columns(pl.col("label").fill_null("(none)"), pl.col("split").fill_null("(none)"))
+    return m.select(
+        "file_id", "x", "y", "path",
+        pl.col("label").fill_null("(none)"),
+        pl.col("split").fill_null("(none)"),
+        pl.col("issues").list.first().fill_null("none").alias("issue"),
+    )  # fmt: skip
 
 
 @st.cache_data(show_spinner=False)

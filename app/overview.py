@@ -78,7 +78,7 @@ with w.page_guard():
     st.caption("The buttons open the tails of a distribution in Browse, sorted by that column.")
     cols = st.columns(3)
     hists = d.histograms(key)
-    for i, col in enumerate(d.NUMERIC):
+    for i, col in enumerate(d.numeric_columns()):
         h = hists[col]
         with cols[i % 3], st.container(border=True):
             if h.height == 0:
@@ -96,8 +96,6 @@ with w.page_guard():
                 .properties(height=150)
             )
             st.altair_chart(chart, width="stretch")
-            if col in d.DERIVED:
-                continue
             b1, b2 = st.columns(2)
             b1.button(
                 f"Lowest {col}", key=f"low_{col}", on_click=w.goto_browse,

@@ -13,9 +13,9 @@ import data as d
 import polars as pl
 import streamlit as st
 import widgets as w
-from dataaudit.store.decisions import Decisions
 
 from dataaudit.errors import DataAuditError
+from dataaudit.store.decisions import Decisions
 
 PER_PAGE = 100
 

@@ -6,6 +6,7 @@ Pages are one file each beside this one; ``widgets.py`` holds what they share.
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -42,24 +43,23 @@ def sidebar() -> None:
         st.error(str(exc))
         st.stop()
     st.sidebar.caption(f"Index: `{idx.db_path}`")
+    key = w.stamp()
+    if st.session_state.get("_busy"):
+        st.sidebar.warning(st.session_state["_busy"])
     try:
-        w.stamp()
-        runs = d.sql(
-            st.session_state["_stamp"],
-            "SELECT kind, status, ended_at FROM runs ORDER BY run_id DESC LIMIT 1",
-        )
+        runs = d.sql(key, "SELECT kind, status, ended_at FROM runs ORDER BY run_id DESC LIMIT 1")
         if runs.height:
             r = runs.row(0, named=True)
             st.sidebar.caption(f"Last run: {r['kind']} ({r['status']}) {r['ended_at'] or ''}")
-    except IndexBusyError as exc:
-        st.sidebar.warning(str(exc))
-    n = d.decisions().height
-    st.sidebar.caption(f"Decisions: {n} active (see Review)")
+    except IndexBusyError:
+        pass
+    st.sidebar.caption(f"Decisions in force: {d.decisions().height} (see Review)")
     w.keep_state("who")
     st.sidebar.text_input("Your name (recorded with decisions)", key="who")
 
 
 nav = st.navigation(PAGES)
+st.session_state["_run_token"] = uuid.uuid4().hex  # stamp() is computed once per run
 sidebar()
 goto = st.session_state.pop("_goto", None)
 if goto:

@@ -24,27 +24,41 @@ REFRESH_S = 3
 
 
 def stamp() -> str:
-    """The cache key: the index file and its last run. While a scan runs, the last one seen."""
+    """The cache key: the index file and its last run (``Index.state``), computed once per
+    script run. While a scan writes (or another program holds the file), keep the last key
+    seen, so cached pages keep showing the last completed state, and say so."""
+    token = st.session_state.get("_run_token")
+    memo = st.session_state.get("_stamp_memo")
+    if memo and token and memo[0] == token:
+        return memo[1]
     idx = d.index()
-    try:
-        runs = idx.runs()
-        if runs.height:
-            last = runs.sort("run_id").row(-1, named=True)
-            key = f"{idx.db_path}|{last['run_id']}|{last['status']}|{last.get('ended_at')}"
-        else:
-            key = f"{idx.db_path}|0"
-        st.session_state["_stamp"] = key
+    state = idx.state()
+    previous = st.session_state.get("_stamp")
+    held = state["last_run_id"] == 0 and previous and not previous.endswith("|0|None")
+    if state["writing"] or held:
+        st.session_state["_busy"] = (
+            busy_text(state["progress"]) if state["writing"]
+            else "Another program holds the index open."
+        )  # fmt: skip
+        key = previous or f"{idx.db_path}|0|None"
+    else:
         st.session_state.pop("_busy", None)
-        return key
-    except IndexBusyError as exc:
-        st.session_state["_busy"] = str(exc)
-        if "_stamp" in st.session_state:
-            return st.session_state["_stamp"]
-        raise
+        key = f"{idx.db_path}|{state['last_run_id']}|{state['last_run_status']}"
+        st.session_state["_stamp"] = key
+    st.session_state["_stamp_memo"] = (token, key)
+    return key
+
+
+def busy_text(progress: dict[str, Any]) -> str:
+    done, total = progress.get("done"), progress.get("total")
+    stage = progress.get("stage") or "scan"
+    if isinstance(done, int) and isinstance(total, int) and total:
+        return f"A {stage} is running: {done:,} of {total:,} files done."
+    return f"A {stage} is running on this index."
 
 
 def busy_banner() -> None:
-    """Say so when a scan holds the index; results on screen are the last completed state."""
+    """Say so when a scan writes the index; what is shown is its last completed state."""
     msg = st.session_state.get("_busy")
     if msg:
         st.info(f"{msg} Showing the last completed state; this page refreshes when it is done.")
@@ -53,8 +67,12 @@ def busy_banner() -> None:
 
 @st.fragment(run_every=REFRESH_S)
 def _refresh_when_free() -> None:
+    """Every few seconds: once nothing writes and the index reads again, rerun the page."""
+    idx = d.index()
+    if idx.state()["writing"]:
+        return
     try:
-        d.index().runs()
+        idx.runs()
     except IndexBusyError:
         return
     st.session_state.pop("_busy", None)
@@ -67,8 +85,8 @@ def page_guard():
     try:
         yield
     except IndexBusyError as exc:
-        st.session_state["_busy"] = str(exc)
-        st.info(f"{exc}. This page refreshes on its own when the scan is done.")
+        st.session_state["_busy"] = busy_text(exc.progress)
+        st.info(f"{exc.message}. This page refreshes on its own when it has finished.")
         _refresh_when_free()
     except DataAuditError as exc:
         st.error(str(exc))
@@ -102,7 +120,7 @@ def filters_ui(prefix: str, key: str, with_sort: bool = True) -> dict[str, Any]:
     c3.multiselect("Issue", f["issues"], key=k("issues"), placeholder="any or none")
     ranges = {}
     with st.expander("Ranges and WHERE", expanded=bool(st.session_state[k("range_cols")])):
-        st.multiselect("Filter by range of", d.NUMERIC, key=k("range_cols"))
+        st.multiselect("Filter by range of", d.numeric_columns(), key=k("range_cols"))
         for col in st.session_state[k("range_cols")]:
             lo, hi = f["ranges"].get(col, (None, None))
             if lo is None or hi is None:
@@ -233,7 +251,7 @@ def _detail(key: str, file_id: int) -> None:
     else:
         thumb = d.thumbnails(key, (file_id,)).get(file_id)
         st.image(thumb or placeholder_png("cannot decode"), caption="thumbnail (file unreadable)")
-    found = info.get("issues") or []
+    found = info.get("issue_rows") or []
     if found:
         st.markdown("**Issues**")
         st.dataframe(pl.DataFrame(found), hide_index=True, width="stretch")
@@ -280,9 +298,13 @@ def decision_ui(key: str, file_ids: list[int], paths: list[str], prefix: str) ->
         if action is None:
             st.warning("Pick keep, drop or relabel first.")
             return
-        d.record_decision(
-            file_ids, paths, action, new_label, reason, who=st.session_state.get("who") or None
-        )
+        try:
+            d.record_decision(
+                file_ids, paths, action, new_label, reason, who=st.session_state.get("who") or None
+            )
+        except DataAuditError as exc:
+            st.error(str(exc))
+            return
         st.success(f"Saved: {action}{' → ' + str(new_label) if new_label else ''} for {n}.")
 
 

@@ -243,7 +243,11 @@ def test_decision_persists_across_sessions(dataset, monkeypatch):
     frames = [df.value for df in again.dataframe]
     current = next(f for f in frames if "action" in f.columns and "new_label" in f.columns)
     row = current[current["file_id"] == fid].iloc[0]
-    assert (row["action"], row["new_label"], row["reason"]) == ("relabel", "bee", "looks like a bee")
+    assert (row["action"], row["new_label"], row["reason"]) == (
+        "relabel",
+        "bee",
+        "looks like a bee",
+    )
     assert Path(row["path"]).name == target
     # every page shows it: the grid caption carries the decision
     browse = app(dataset, monkeypatch, "browse.py")
@@ -316,27 +320,84 @@ def test_pages_work_without_embeddings(plain, monkeypatch):
     assert "no embeddings" in texts(at)
 
 
-def test_app_keeps_working_while_the_index_is_locked(dataset, monkeypatch):
-    """A process holding the write lock (as a scan does): pages say so instead of failing."""
-    at = app(dataset, monkeypatch, "browse.py")  # warm: the last completed state is cached
+def test_app_keeps_working_while_another_program_holds_the_index(plain, monkeypatch):
+    """A process holding the write lock without a snapshot (a notebook, a foreign writer):
+    a warm page keeps its last state and says so; a cold one says the index is busy."""
+    at = app(plain, monkeypatch, "browse.py")
+    n = q(plain, "SELECT count(*) FROM images")[0][0]
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-         " time.sleep(60)", str(index_file(dataset))],
+         " time.sleep(60)", str(index_file(plain))],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
         at.run()
         assert not at.exception, [e.message for e in at.exception]
-        assert "images** match" in texts(at)
-        cold = app(dataset, monkeypatch, "sql.py")  # a new session: nothing cached for it
+        assert f"**{n} images** match" in texts(at)
+        assert "Another program holds the index" in texts(at)
+        monkeypatch.setenv("DATAAUDIT_APP_PATH", str(plain))
+        cold = AppTest.from_file(str(APP), default_timeout=60).run()
         assert not cold.exception
-        body = texts(cold)
-        assert "running" in body or "in use" in body or "Schema" in body
+        assert "is using" in texts(cold) or "holds the index" in texts(cold)
     finally:
         holder.kill()
         holder.wait()
-    time.sleep(0.2)
-    fresh = app(dataset, monkeypatch, "browse.py")
-    assert "images** match" in texts(fresh)
+    fresh = app(plain, monkeypatch, "browse.py")
+    assert f"**{n} images** match" in texts(fresh)
+
+
+def test_app_and_a_scan_of_the_same_folder_both_keep_working(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    make_dataset(root)
+    scan(root, "--no-embed")
+    n = q(root, "SELECT count(*) FROM images")[0][0]
+    at = app(root, monkeypatch, "browse.py")
+    assert f"**{n} images** match" in texts(at)
+    rng = np.random.default_rng(3)
+    extra = 1500
+    for i in range(extra):  # enough new files that the re-scan writes for a few seconds
+        arr = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        p = root / "train" / "bee" / f"new_{i:04d}.png"
+        Image.fromarray(arr).save(p)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataaudit", "scan", str(root), "-q", "--no-embed",
+         "--workers", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    import dataaudit as da
+
+    idx = da.open_index(root)
+    seen_running = 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        state = idx.state()
+        if state["writing"] or state["last_run_id"] == 0:  # progress reported, or file locked
+            at.run()  # the open session, mid-scan
+            assert not at.exception, [e.message for e in at.exception]
+            shown = texts(at)  # the last completed state (or the new one, if it just finished)
+            assert f"**{n} images** match" in shown or f"**{n + extra:,} images** match" in shown
+            other = app(root, monkeypatch, "overview.py")  # a new session, mid-scan
+            assert not other.exception
+            seen_running += 1
+            if seen_running >= 2:
+                break
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err  # the app's readers never stopped the scan
+    assert seen_running >= 1, "the scan finished before the app could be checked during it"
+    after = app(root, monkeypatch, "browse.py")
+    assert f"**{n + extra:,} images** match" in texts(after)
+
+
+def test_launcher_says_which_command_to_run_without_an_index(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataaudit", "app", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"run `dataaudit scan {tmp_path}` first" in proc.stderr
+    assert not (tmp_path / ".dataaudit").exists()  # nothing written
