@@ -47,10 +47,16 @@ with w.page_guard():
         if not d.overview(key)["has_embeddings"]:
             st.caption("Needs embeddings (the index was scanned with --no-embed).")
         else:
-            pairs = d.confused_pairs(key)
-            st.caption("How often an image of one class has an image of the other among its 5 "
-                       "nearest neighbours: classes that look alike to the network.")  # fmt: skip
-            st.dataframe(pairs, hide_index=True, width="stretch")
+            small = d.overview(key)["totals"]["images"] < 200_000
+            st.session_state.setdefault("labels_confused", small)
+            w.keep_state("labels_confused")
+            if st.toggle("Count neighbour links between classes", key="labels_confused"):
+                pairs = d.confused_pairs(key)
+                st.caption("How often an image of one class has an image of the other among its "
+                           "5 nearest neighbours: classes that look alike to the network.")  # fmt: skip
+                st.dataframe(pairs, hide_index=True, width="stretch")
+            else:
+                st.caption("Reads the whole neighbour graph: a few seconds on millions of images.")
     with tab_pred:
         t = d.tables(key)
         pred_table = next(

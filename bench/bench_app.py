@@ -202,10 +202,13 @@ def main() -> None:
     os.environ["DATAAUDIT_APP_DB"] = str(db_path)
     import logging
 
-    logging.getLogger("streamlit").setLevel(logging.ERROR)
     import data as d
     import polars as pl
     import streamlit as st
+
+    for name in list(logging.root.manager.loggerDict):  # "no runtime" warnings, once per call
+        if name.startswith("streamlit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     import dataaudit as da
 
@@ -213,9 +216,13 @@ def main() -> None:
     key = "bench"
     clear = st.cache_data.clear
 
+    shown = ("file_id", "path", "label", "split", "sharpness", "brightness_mean", "width",
+             "height")  # what Browse asks for by default  # fmt: skip
+
     def page_of(spec: dict, per_page: int = 60) -> None:
         d.count(key, spec)
-        rows = d.images(key, spec, limit=per_page)
+        cols = tuple(dict.fromkeys([*shown, spec.get("sort") or "path"]))
+        rows = d.images(key, spec, columns=cols, limit=per_page)
         d.thumbnails(key, tuple(rows["file_id"].to_list()))
 
     def overview() -> None:
@@ -250,7 +257,6 @@ def main() -> None:
         d.facets(key)
         page_of({"labels": ["c007"], "sort": "path"}, 36)
         d.issues(key, "label_error")
-        d.confused_pairs(key)
         d.tables(key)
 
     def human() -> None:
@@ -283,7 +289,8 @@ def main() -> None:
     pages = [("Overview", overview), ("Browse", browse), ("Issues", issues),
              ("Duplicates and leakage", duplicates), ("Map and outliers", map_page),
              ("Labels", labels), ("Human baseline", human), ("Per-class look", per_class),
-             ("Review", review), ("SQL", sql_page), ("open one image (detail)", detail)]  # fmt: skip
+             ("Review", review), ("SQL", sql_page), ("open one image (detail)", detail),
+             ("Labels: confused classes (on demand)", lambda: d.confused_pairs(key))]  # fmt: skip
     changes = [
         ("sort by sharpness, descending", {"sort": "sharpness", "descending": True}),
         ("filter: one label's test images", {"splits": ["test"], "labels": ["c042"],
@@ -318,7 +325,7 @@ def main() -> None:
           "  target < 0.5 s")  # fmt: skip
     for name, spec in changes:
         if spec is None:
-            fn = lambda: d.images(key, {"sort": "path"}, limit=60, offset=60 * 499)  # noqa: E731
+            fn = lambda: d.images(key, {"sort": "path"}, columns=shown, limit=60, offset=60 * 499)  # noqa: E731
         else:
             fn = lambda spec=spec: page_of(spec)  # noqa: E731
         med, lo, hi = timed(fn, args.repeats, clear)
