@@ -247,11 +247,16 @@ def _detail(key: str, file_id: int) -> None:
     st.markdown(f"**{path}**  \nlabel `{info.get('label')}` · split `{info.get('split')}`")
     full = full_image(d.index().root, path)
     if full is not None:
-        st.image(full, caption=f"full size {full.width}×{full.height}", width="content")
+        caption = f"full size {full.width}×{full.height}"
+        if full.width < 360:  # small images enlarged (square pixels) so they can be seen
+            f = min(8, -(-360 // full.width))
+            full = full.resize((full.width * f, full.height * f), Image.NEAREST)
+            caption += f", shown {f}× enlarged"
+        st.image(full, caption=caption, width=min(full.width, 720))
     else:
         thumb = d.thumbnails(key, (file_id,)).get(file_id)
         st.image(thumb or placeholder_png("cannot decode"), caption="thumbnail (file unreadable)")
-    found = info.get("issue_rows") or []
+    found = [r for r in info.get("issue_rows") or [] if r.get("is_issue")]
     if found:
         st.markdown("**Issues**")
         st.dataframe(pl.DataFrame(found), hide_index=True, width="stretch")

@@ -58,11 +58,13 @@ def _wait_ready(page, text: str = "", timeout_ms: int = 120_000) -> None:  # noq
         )
     time.sleep(0.5)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]')"
+        "() => document.querySelector('[data-testid=stApp]')"
+        "?.getAttribute('data-test-script-state') === 'notRunning'"
         " && !document.querySelector('[data-testid=stSkeleton]')"
         " && Array.from(document.images).every(i => i.complete)",
         timeout=timeout_ms,
     )
+    time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +131,11 @@ def test_open_an_image_and_its_neighbours(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.goto(f"{url}/browse")
     _wait_ready(page, "images match")
-    page.get_by_role("button", name="open").first.click()
-    dialog = page.get_by_role("dialog")
-    dialog.wait_for(timeout=30_000)
+    page.locator("[data-testid=stButton] button").filter(has_text="open").first.click()
+    dialog = page.locator("[role=dialog]")
+    dialog.wait_for(timeout=120_000)
     _wait_ready(page)
+    dialog.get_by_text("Nearest neighbours").wait_for(timeout=60_000)
     body = dialog.inner_text()
     assert "Nearest neighbours" in body and "full size" in body
     assert dialog.locator("img").count() >= 5  # the image and its neighbours
