@@ -65,7 +65,11 @@ def report(answers: pl.DataFrame, title: str) -> None:
              .alias("agreement"))
         .sort("dataset_label")
     )  # fmt: skip
-    st.dataframe(per, hide_index=True)
+    st.dataframe(
+        per,
+        hide_index=True,
+        column_config={"agreement": st.column_config.NumberColumn(format="percent")},
+    )
 
 
 st.title("Human baseline")

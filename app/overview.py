@@ -57,7 +57,9 @@ with w.page_guard():
     st.subheader("Issues")
     flagged = o["flagged"]
     if flagged.height:
-        st.dataframe(flagged, hide_index=True, width="content")
+        st.dataframe(
+            flagged, hide_index=True, width="content", height=36 * (flagged.height + 1) + 2
+        )
         st.caption("Open a type on the Issues page, or filter by it in Browse.")
     else:
         st.caption("No issues flagged (or the detectors have not run: `dataaudit detect PATH`).")

@@ -173,6 +173,20 @@ def placeholder_png(text: str = "no thumbnail") -> bytes:
     return buf.getvalue()
 
 
+def square(jpeg: bytes | None) -> bytes | Image.Image:
+    """A thumbnail boxed into a square, so a 25x100 strip does not stretch its grid row."""
+    if not jpeg:
+        return placeholder_png()
+    im = Image.open(io.BytesIO(jpeg))
+    w, h = im.size
+    if 0.8 <= w / max(h, 1) <= 1.25:
+        return jpeg
+    side = max(w, h)
+    box = Image.new("RGB", (side, side), (240, 240, 240))
+    box.paste(im.convert("RGB"), ((side - w) // 2, (side - h) // 2))
+    return box
+
+
 def grid(
     key: str,
     df: pl.DataFrame,
@@ -196,7 +210,7 @@ def grid(
         for col, row in zip(cols, rows[start : start + ncols], strict=False):
             fid = int(row["file_id"])
             with col:
-                st.image(thumbs.get(fid) or placeholder_png(), width="stretch")
+                st.image(square(thumbs.get(fid)), width="stretch")
                 name = Path(str(row.get("path", ""))).name
                 lines = [f"**{name}**" if name else ""]
                 lines.append(" · ".join(f"{f}={_fmt(row.get(f))}" for f in fields))
