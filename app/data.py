@@ -98,7 +98,14 @@ def count(key: str, spec: dict | None = None) -> int:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def thumbnails(key: str, ids: tuple[int, ...]) -> dict[int, bytes]:
-    return index().thumbnails(list(ids))
+    """Stored JPEG thumbnails by file id. Asked with a literal IN list of integers: DuckDB
+    pushes that into the scan, where ``Index.thumbnails``' join with unnest(?) reads every
+    blob (1M rows, 60 scattered ids: 0.33 s vs 1.22 s; 1,000 ids: 1.05 s vs 5.26 s)."""
+    if not ids:
+        return {}
+    listed = ", ".join(str(int(i)) for i in ids)
+    rows = index().sql(f"SELECT file_id, jpeg FROM thumbnails WHERE file_id IN ({listed})")
+    return dict(zip(rows["file_id"].to_list(), rows["jpeg"].to_list(), strict=True))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -207,21 +214,19 @@ def numeric_columns() -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def facets(key: str) -> dict[str, Any]:
-    """Distinct splits, labels and issue types, each numeric column's range and the sortable
-    columns, for the filter widgets (two queries)."""
-    exprs = ", ".join(f"min({c}) AS {c}_lo, max({c}) AS {c}_hi" for c in numeric_columns())
+    """Distinct splits, labels and flagged issue types (one query) and the sortable columns,
+    for the filter widgets. Numeric ranges are asked per column, when a range is chosen."""
     row = (
         index()
         .sql(
-            f"""
-        WITH {_numeric_cte()}
-        SELECT {exprs},
-            (SELECT list(DISTINCT split ORDER BY split) FILTER (WHERE split IS NOT NULL)
-             FROM images) AS splits,
-            (SELECT list(DISTINCT label ORDER BY label) FILTER (WHERE label IS NOT NULL)
-             FROM images) AS labels,
-            (SELECT list(DISTINCT issue ORDER BY issue) FROM issues WHERE is_issue) AS issues
-        FROM x
+            """
+        SELECT
+            (SELECT list(s ORDER BY s) FROM (SELECT DISTINCT split AS s FROM images
+             WHERE split IS NOT NULL)) AS splits,
+            (SELECT list(s ORDER BY s) FROM (SELECT DISTINCT label AS s FROM images
+             WHERE label IS NOT NULL)) AS labels,
+            (SELECT list(s ORDER BY s) FROM (SELECT DISTINCT issue AS s FROM issues
+             WHERE is_issue)) AS issues
         """
         )
         .row(0, named=True)
@@ -230,12 +235,18 @@ def facets(key: str) -> dict[str, Any]:
         "splits": row["splits"] or [],
         "labels": row["labels"] or [],
         "issues": row["issues"] or [],
-        "ranges": {
-            **{c: (row[f"{c}_lo"], row[f"{c}_hi"]) for c in NUMERIC},
-            "outlier_score": (0.0, 1.0),
-        },  # detector scores are in [0, 1]
         "columns": [c for c in index().columns() if c not in HIDDEN],
     }
+
+
+@st.cache_data(show_spinner=False)
+def column_range(key: str, column: str) -> tuple[float | None, float | None]:
+    """(min, max) of one numeric column, for its range slider."""
+    if column == "outlier_score":
+        return 0.0, 1.0  # detector scores are in [0, 1]
+    expr = NUMERIC[column]
+    row = index().sql(f"SELECT min({expr})::DOUBLE AS lo, max({expr})::DOUBLE AS hi FROM images")
+    return row["lo"][0], row["hi"][0]
 
 
 @st.cache_data(show_spinner=False)
@@ -476,7 +487,7 @@ def class_stats(key: str) -> list[dict]:
         "ORDER BY label",
         params=[int(keep * 1_000_000), per_class],
     )
-    thumbs = index().thumbnails(picks["file_id"].to_list())
+    thumbs = thumbnails(key, tuple(picks["file_id"].to_list()))
     out = []
     for (label,), part in picks.group_by(["label"], maintain_order=True):
         arrs = []

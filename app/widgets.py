@@ -122,7 +122,7 @@ def filters_ui(prefix: str, key: str, with_sort: bool = True) -> dict[str, Any]:
     with st.expander("Ranges and WHERE", expanded=bool(st.session_state[k("range_cols")])):
         st.multiselect("Filter by range of", d.numeric_columns(), key=k("range_cols"))
         for col in st.session_state[k("range_cols")]:
-            lo, hi = f["ranges"].get(col, (None, None))
+            lo, hi = d.column_range(key, col)
             if lo is None or hi is None:
                 st.caption(f"{col}: no values")
                 continue
