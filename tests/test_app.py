@@ -194,6 +194,19 @@ def test_browse_where_error_is_inline(dataset, monkeypatch):
     assert f"**{n} images** match" in texts(at)
 
 
+def test_browse_range_filter(dataset, monkeypatch):
+    at = app(dataset, monkeypatch, "browse.py")
+    at.multiselect(key="browse_range_cols").set_value(["brightness_mean"]).run()
+    lo, hi = at.slider(key="browse_range_brightness_mean").value
+    at.slider(key="browse_range_brightness_mean").set_value((40.0, hi)).run()
+    assert not at.exception
+    n = q(dataset, "SELECT count(*) FROM images WHERE brightness_mean >= 40")[0][0]
+    total = q(dataset, "SELECT count(*) FROM images")[0][0]
+    assert 0 < n < total  # the dark image and the unreadable file fall out
+    assert f"**{n} images** match" in texts(at)
+    assert "dark.png" not in grid_names(at)
+
+
 def test_open_image_shows_neighbours_and_fields(dataset, monkeypatch):
     at = app(dataset, monkeypatch, "browse.py")
     opens = [b for b in at.button if b.label == "open"]
