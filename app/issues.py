@@ -18,15 +18,16 @@ from dataaudit.detectors.registry import DETECTORS, ISSUE_TYPES
 
 # The settings that move each issue type's threshold (section, name); others: its whole section.
 THRESHOLDS: dict[str, list[tuple[str, str]]] = {
-    "dark": [("quality", "z"), ("quality", "dark_max_mean"), ("quality", "dark_always_mean")],
-    "light": [("quality", "z"), ("quality", "light_min_mean"), ("quality", "light_always_mean")],
-    "blurry": [("quality", "z"), ("quality", "blurry_max_sharpness"),
-               ("quality", "blurry_always_sharpness")],
-    "low_information": [("quality", "low_info_max_contrast"), ("quality", "low_info_max_entropy")],
+    "dark": [("quality", "z"), ("quality", "dark_max_mean"), ("quality", "dark_always_mean"),
+             ("quality", "exposure_cv_z")],
+    "light": [("quality", "z"), ("quality", "light_min_mean"), ("quality", "light_always_mean"),
+              ("quality", "exposure_cv_z")],
+    "blurry": [("quality", "blurry_z"), ("quality", "blurry_max_sharpness")],
+    "low_information": [("quality", "low_info_max_contrast"), ("quality", "flat_contrast")],
     "grayscale": [("quality", "grayscale_max_share")],
-    "odd_size": [("geometry", "tiny_side"), ("geometry", "size_factor"), ("geometry", "z")],
+    "odd_size": [("geometry", "unusable_side"), ("geometry", "size_factor"), ("geometry", "z")],
     "odd_aspect_ratio": [("geometry", "aspect_factor"), ("geometry", "z")],
-    "outlier": [("semantic", "outlier_z")],
+    "outlier": [("semantic", "outlier_z"), ("semantic", "cluster_z"), ("semantic", "cluster_min_size")],
     "label_error": [("semantic", "label_max_own_share")],
     "unusual_mode": [("integrity", "unusual_mode_max_share")],
 }  # fmt: skip

@@ -23,6 +23,8 @@ import pytest
 from PIL import Image, ImageFilter
 from streamlit.testing.v1 import AppTest
 
+from dataaudit.testing import textured_image
+
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app" / "streamlit_app.py"
 LABELS = ["ant", "bee", "cat"]
@@ -45,8 +47,7 @@ def make_dataset(root: Path) -> None:
                 p = root / split / label / f"{label}_{split}_{i}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 im.save(p)
-    dark = (np.full((48, 48, 3), 10.0) + rng.normal(0, 2, (48, 48, 3))).clip(0, 255)
-    Image.fromarray(dark.astype(np.uint8)).save(root / "train" / "ant" / "dark.png")
+    textured_image(7, "circle", size=(48, 48), brightness=0.08).save(root / "train/ant/dark.png")
     shutil.copy(root / "train" / "bee" / "bee_train_0.png", root / "test" / "bee" / "copy.png")
     (root / "train" / "cat" / "broken.jpg").write_bytes(random.Random(1).randbytes(900))
 
@@ -137,7 +138,7 @@ def test_every_page_renders_with_content(dataset, monkeypatch, page):
     elif page == "issues.py":
         assert "flagged" in body
         flagged = {r[0] for r in q(dataset, "SELECT DISTINCT issue FROM issues WHERE is_issue")}
-        assert {"dark", "corrupt", "leakage"} <= flagged
+        assert {"low_information", "corrupt", "leakage"} <= flagged
     elif page == "duplicates.py":
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["Cross-split pairs (leakage)"] == "1"
@@ -219,19 +220,23 @@ def test_open_image_shows_neighbours_and_fields(dataset, monkeypatch):
 
 
 def test_threshold_change_updates_the_flagged_set_in_memory(dataset, monkeypatch):
-    before = q(dataset, "SELECT count(*) FROM issues WHERE issue = 'dark' AND is_issue")[0][0]
-    assert before == 1
+    sql = "SELECT count(DISTINCT file_id) FROM issues WHERE issue = 'low_information' AND is_issue"
+    before = q(dataset, sql)[0][0]
+    assert before >= 1
     size = index_file(dataset).stat().st_size
     at = app(dataset, monkeypatch, "issues.py")
-    at.selectbox(key="issues_type").set_value("dark").run()
-    at.number_input(key="thr_quality_dark_max_mean").set_value(0.0)
-    at.number_input(key="thr_quality_dark_always_mean").set_value(0.0)
+    at.selectbox(key="issues_type").set_value("low_information").run()
+    at.number_input(key="thr_quality_low_info_max_contrast").set_value(0.0)
+    at.number_input(key="thr_quality_flat_contrast").set_value(0.0)
     at.button(key="FormSubmitter:thresholds-Recompute").click().run()
     assert not at.exception, [e.message for e in at.exception]
     body = texts(at)
-    assert "**0 flagged** `dark` (stored: 1; **+0 newly flagged, −1 no longer flagged**)" in body
+    assert (
+        f"**0 flagged** `low_information` (stored: {before}; **+0 newly flagged, "
+        f"−{before} no longer flagged**)"
+    ) in body
     # computed in memory: the index is unchanged
-    assert q(dataset, "SELECT count(*) FROM issues WHERE issue = 'dark' AND is_issue")[0][0] == 1
+    assert q(dataset, sql)[0][0] == before
     assert index_file(dataset).stat().st_size == size
 
 
@@ -338,6 +343,7 @@ def test_app_keeps_working_while_another_program_holds_the_index(plain, monkeypa
     a warm page keeps its last state and says so; a cold one says the index is busy."""
     at = app(plain, monkeypatch, "browse.py")
     n = q(plain, "SELECT count(*) FROM images")[0][0]
+    (index_file(plain).parent / "index.snapshot.duckdb").unlink(missing_ok=True)  # none here
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
