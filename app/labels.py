@@ -74,16 +74,21 @@ with w.page_guard():
             st.markdown(f"**{mis.height} mispredicted images** (highest loss first, "
                         f"from `{pred_table}`)")  # fmt: skip
             w.grid(key, mis.head(60), fields=["label", "predicted", "loss"], prefix="mis")
-            if "epoch" in cols:
+            dyn_cols = set(t.get("prediction_dynamics", []))
+            if mis.height and {"epoch", "file_id", "p_label"} <= dyn_cols:
                 st.subheader("Prediction dynamics")
-                fid_opts = mis["file_id"].head(30).to_list()
-                if fid_opts:
-                    fid = st.selectbox("Image", fid_opts, key="dyn_fid",
-                                       format_func=lambda f: str(f))  # fmt: skip
-                    dyn = d.index().sql(
-                        f'SELECT epoch, "{pred}"::VARCHAR AS predicted, loss FROM "{pred_table}" '
-                        "WHERE file_id = ? ORDER BY epoch", params=[fid],
-                    )  # fmt: skip
-                    st.line_chart(dyn.to_pandas(), x="epoch", y="loss")
+                st.caption("Probability of the dataset's label over the epochs of training.")
+                names = dict(zip(mis["file_id"].to_list(), mis["path"].to_list(), strict=False))
+                fid = st.selectbox("Image", list(names)[:30], key="dyn_fid",
+                                   format_func=lambda f: names[f])  # fmt: skip
+                dyn = d.index().sql(
+                    "SELECT * FROM prediction_dynamics WHERE file_id = ? ORDER BY epoch",
+                    params=[int(fid)],
+                )  # fmt: skip
+                if dyn.height:
+                    color = "model" if "model" in dyn.columns else None
+                    st.line_chart(dyn.to_pandas(), x="epoch", y="p_label", color=color)
                     st.dataframe(dyn, hide_index=True)
+                else:
+                    st.caption("No stored dynamics for this image (only fixed validation images).")
     w.show_selected(key)

@@ -420,3 +420,34 @@ def test_launcher_says_which_command_to_run_without_an_index(tmp_path):
     assert proc.returncode == 2
     assert f"run `dataaudit scan {tmp_path}` first" in proc.stderr
     assert not (tmp_path / ".dataaudit").exists()  # nothing written
+
+
+def test_mispredictions_and_their_dynamics_once_training_stored_them(plain, monkeypatch):
+    import dataaudit as da
+
+    idx = da.open_index(plain)
+    fid, path = q(plain, "SELECT file_id, path FROM images WHERE path LIKE '%ant_test_0%'")[0]
+    with idx.writer() as con:  # what the training module stores (schema from schema.sql)
+        run = con.execute("SELECT max(run_id) + 1 FROM runs").fetchone()[0]
+        con.execute(
+            "INSERT INTO runs (run_id, kind, status, started_at) VALUES (?, 'train', "
+            "'completed', now())",
+            [run],
+        )
+        con.execute(
+            "INSERT INTO predictions (run_id, model, file_id, split, label, predicted, loss, "
+            "margin) VALUES (?, 'linear', ?, 'test', 'ant', 'bee', 3.2, -0.7)",
+            [run, fid],
+        )
+        for epoch, p in enumerate([0.6, 0.3, 0.1]):
+            con.execute(
+                "INSERT INTO prediction_dynamics VALUES (?, 'linear', ?, ?, 'bee', ?)",
+                [run, epoch, fid, p],
+            )
+    at = app(plain, monkeypatch, "labels.py")
+    body = texts(at)
+    assert "**1 mispredicted images** (highest loss first, from `predictions`)" in body
+    assert Path(path).name in grid_names(at)
+    assert "Prediction dynamics" in [h.value for h in at.subheader]
+    dyn = next(df.value for df in at.dataframe if "p_label" in df.value.columns)
+    assert [round(v, 1) for v in dyn["p_label"].tolist()] == [0.6, 0.3, 0.1]
