@@ -24,7 +24,15 @@ import polars as pl
 
 from dataaudit.errors import DataAuditError
 from dataaudit.queries import index as q
-from dataaudit.queries.filters import IMAGES_VIEW, Filters, check_column, check_read_only
+from dataaudit.queries.filters import (
+    IMAGES_VIEW,
+    ISSUE_DERIVED,
+    Filters,
+    check_column,
+    check_read_only,
+    images_view,
+    issue_joins,
+)
 from dataaudit.store import access
 from dataaudit.store import db as store
 
@@ -151,23 +159,30 @@ class Index:
         filters = filters or Filters()
         known = self._known()
         where, params = filters.compile(known)
-        select = "v.*"
-        if columns:
-            for c in columns:
-                check_column(c, known)
-            select = ", ".join(f'v."{c}"' for c in columns)
-        sql = f"WITH v AS ({IMAGES_VIEW}) SELECT {select} FROM v WHERE {where} "
-        sql += filters.order_by(known)
+        for c in columns or []:
+            check_column(c, known)
+        page = " LIMIT ? OFFSET ?" if limit is not None else ""
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
             params += [int(limit), int(offset)]
+        if filters.needs_issue_columns(columns):
+            select = ", ".join(f'v."{c}"' for c in columns) if columns else "v.*"
+            sql = f"WITH v AS ({IMAGES_VIEW}) SELECT {select} FROM v WHERE {where} "
+            return self._run_user(sql + filters.order_by(known) + page, params)
+        # Filter, sort and page on the stored columns; add issue columns to that page only.
+        issue_cols = ", ".join(f"{expr} AS {name}" for name, expr in ISSUE_DERIVED.items())
+        select = ", ".join(f'sel."{c}"' for c in columns) if columns else f"sel.*, {issue_cols}"
+        sql = f"""WITH v AS ({images_view(False)}),
+                       sel AS (SELECT v.* FROM v WHERE {where} {filters.order_by(known)}{page})
+                  SELECT {select} FROM sel {"" if columns else issue_joins("sel")}
+                  {filters.order_by(known, "sel")}"""
         return self._run_user(sql, params)
 
     def count(self, filters: Filters | None = None) -> int:
         filters = filters or Filters()
         where, params = filters.compile(self._known())
+        view = images_view(filters.needs_issue_columns())
         frame = self._run_user(
-            f"WITH v AS ({IMAGES_VIEW}) SELECT count(*) AS n FROM v WHERE {where}", params
+            f"WITH v AS ({view}) SELECT count(*) AS n FROM v WHERE {where}", params
         )
         return int(frame["n"][0])
 
@@ -188,10 +203,8 @@ class Index:
         """Small JPEGs stored by the scan, so nothing reopens full-size files to draw a grid."""
         if not file_ids:
             return {}
-        rows = self._frame(
-            "SELECT file_id, jpeg FROM thumbnails WHERE file_id IN (SELECT unnest(?::BIGINT[]))",
-            [[int(i) for i in file_ids]],
-        )
+        ids = ", ".join(str(int(i)) for i in file_ids)  # a literal list: DuckDB prunes on it
+        rows = self._frame(f"SELECT file_id, jpeg FROM thumbnails WHERE file_id IN ({ids})")
         return dict(zip(rows["file_id"].to_list(), rows["jpeg"].to_list(), strict=True))
 
     def histogram(
@@ -202,9 +215,10 @@ class Index:
         known = self._known()
         check_column(column, known)
         where, params = filters.compile(known)
+        view = images_view(filters.needs_issue_columns([column]))
         bins = max(1, int(bins))
         sql = f"""
-            WITH v AS ({IMAGES_VIEW}),
+            WITH v AS ({view}),
                  x AS (SELECT v."{column}"::DOUBLE AS val FROM v
                        WHERE {where} AND v."{column}" IS NOT NULL AND isfinite(v."{column}")),
                  r AS (SELECT min(val) AS lo, max(val) AS hi FROM x),
@@ -215,7 +229,7 @@ class Index:
         """
         counts = self._run_user(sql, [*params, bins, bins])
         lo_hi = self._run_user(
-            f"""WITH v AS ({IMAGES_VIEW}) SELECT min(v."{column}")::DOUBLE AS lo,
+            f"""WITH v AS ({view}) SELECT min(v."{column}")::DOUBLE AS lo,
                 max(v."{column}")::DOUBLE AS hi FROM v WHERE {where}""",
             params,
         )
@@ -312,8 +326,9 @@ class Index:
         filters = filters or Filters()
         where, params = filters.compile(self._known())
         with self.connect() as con:
+            view = images_view(filters.needs_issue_columns())
             table = con.sql(
-                f"""WITH v AS ({IMAGES_VIEW})
+                f"""WITH v AS ({view})
                     SELECT e.file_id, v.label, v.split, e.vector
                     FROM embeddings e JOIN v USING (file_id) WHERE {where}
                     ORDER BY e.file_id""",

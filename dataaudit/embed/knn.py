@@ -37,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from dataaudit.embed.device import resolve_precision
+
 # Memory for one block of query rows (similarities, or gathered candidates). Bigger blocks
 # run the matmul faster (bf16: ~600 GFLOP/s at 335 rows, ~1,000 at 1,000+ rows on 2 cores).
 _MAX_BLOCK_BYTES = 256 * 1024 * 1024
@@ -45,8 +47,6 @@ _GROUP = 64
 # Slack for fp32 accumulation inside the bf16 matmul (D * 2**-24 for D up to ~1,600).
 _ACCUM_SLACK = 1e-4
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
 
 def _as_unit_tensor(vectors: np.ndarray, device: str) -> torch.Tensor:
     arr = np.asarray(vectors, dtype=np.float32)
@@ -54,20 +54,6 @@ def _as_unit_tensor(vectors: np.ndarray, device: str) -> torch.Tensor:
         raise ValueError(f"expected a 2-D array of vectors, got shape {arr.shape}")
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     return torch.nn.functional.normalize(t, dim=1)
-
-
-def _resolve_precision(precision: str, device: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16"
-    if device == "cpu":
-        from dataaudit.embed.model import _cpu_has_native_bf16
-
-        return "bf16" if _cpu_has_native_bf16() else "fp32"
-    return "fp32"
 
 
 def _topk_grouped(sims: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +138,7 @@ def knn(
     kk = min(k, n - 1)
     if kk <= 0:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
-    use_bf16 = _resolve_precision(precision, device) == "bf16"
+    use_bf16 = resolve_precision(precision, device) == "bf16"  # the embedder's one policy
     take = min(kk + max(16, k) + 1, n - 1) if use_bf16 else kk + 1
 
     n_pad = -(-n // _GROUP) * _GROUP

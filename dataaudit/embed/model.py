@@ -24,7 +24,6 @@ from dataaudit.embed.device import autocast_dtype, choose_device, resolve_precis
 
 # embed/knn.py still imports the CPU probe from here; its own precision rule should move to
 # dataaudit.embed.device.resolve_precision (knn.py belongs to another change in flight).
-from dataaudit.embed.device import cpu_has_native_bf16 as _cpu_has_native_bf16  # noqa: F401
 from dataaudit.embed.spec import EmbedSpec, prepare_pixels
 from dataaudit.embed.surgery import EmbedNet, fold_if_exact, strip_head
 from dataaudit.embed.weights import resolve_spec

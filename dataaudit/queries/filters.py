@@ -16,25 +16,44 @@ import duckdb
 from dataaudit.errors import DataAuditError
 
 # Columns computed on the fly for every image, usable in filters, sorts and histograms.
-DERIVED_COLUMNS: dict[str, str] = {
+# The first two cost nothing; the issue columns aggregate the issues table, so a query
+# joins them only when its filter, sort or columns mention them (at a million images
+# that aggregate is most of a query's time).
+CHEAP_DERIVED: dict[str, str] = {
     "aspect_ratio": "i.width::DOUBLE / nullif(i.height, 0)",
     "megapixels": "i.width::DOUBLE * i.height / 1e6",
+}
+ISSUE_DERIVED: dict[str, str] = {
     "issues": "coalesce(f.issues, [])",
     "n_issues": "coalesce(len(f.issues), 0)",
     "outlier_score": "o.score",
 }
+DERIVED_COLUMNS = {**CHEAP_DERIVED, **ISSUE_DERIVED}
 HIDDEN_COLUMNS = ("signature",)  # raw bytes no person reads
 
-# Images with their flagged issue types and outlier score: the frame the app browses.
-IMAGES_VIEW = f"""
-    SELECT i.* EXCLUDE ({", ".join(HIDDEN_COLUMNS)}),
-           {", ".join(f"{expr} AS {name}" for name, expr in DERIVED_COLUMNS.items())}
-    FROM images i
+
+def issue_joins(ids_from: str | None = None) -> str:
+    """LEFT JOINs that give ``f.issues`` and ``o.score``, optionally only for some ids."""
+    only = f" AND file_id IN (SELECT file_id FROM {ids_from})" if ids_from else ""
+    return f"""
     LEFT JOIN (SELECT file_id, list(DISTINCT issue ORDER BY issue) AS issues
-               FROM issues WHERE is_issue GROUP BY file_id) f USING (file_id)
+               FROM issues WHERE is_issue{only} GROUP BY file_id) f USING (file_id)
     LEFT JOIN (SELECT file_id, max(score) AS score FROM issues
-               WHERE issue = 'outlier' GROUP BY file_id) o USING (file_id)
-"""
+               WHERE issue = 'outlier'{only} GROUP BY file_id) o USING (file_id)
+    """
+
+
+def images_view(with_issue_columns: bool = True) -> str:
+    """The images table as people browse it: stored columns plus derived ones."""
+    cheap = ", ".join(f"{expr} AS {name}" for name, expr in CHEAP_DERIVED.items())
+    sql = f"SELECT i.* EXCLUDE ({', '.join(HIDDEN_COLUMNS)}), {cheap}"
+    if not with_issue_columns:
+        return sql + " FROM images i"
+    issue = ", ".join(f"{expr} AS {name}" for name, expr in ISSUE_DERIVED.items())
+    return f"{sql}, {issue} FROM images i {issue_joins()}"
+
+
+IMAGES_VIEW = images_view()
 
 
 @dataclass
@@ -56,6 +75,14 @@ class Filters:
     where: str | None = None
     sort: str | None = None
     descending: bool = False
+
+    def needs_issue_columns(self, columns: list[str] | None = None) -> bool:
+        """Whether filtering or sorting reads the (costly) issue columns."""
+        named = {self.sort, *self.ranges, *(columns or [])}
+        if self.issues is not None or named & set(ISSUE_DERIVED):
+            return True
+        text = (self.where or "").lower()
+        return any(name in text for name in ISSUE_DERIVED)
 
     def compile(self, known: set[str]) -> tuple[str, list[Any]]:
         """``(where_sql, params)`` over the view ``v``; raises on unknown columns."""
@@ -83,9 +110,9 @@ class Filters:
             if hi is not None:
                 clauses.append(f'v."{column}" <= ?')
                 params.append(hi)
-        if self.file_ids is not None:
-            clauses.append("v.file_id IN (SELECT unnest(?::BIGINT[]))")
-            params.append([int(i) for i in self.file_ids])
+        if self.file_ids is not None:  # a literal list of ints: DuckDB prunes on it
+            ids = ", ".join(str(int(i)) for i in self.file_ids)
+            clauses.append(f"v.file_id IN ({ids})" if ids else "FALSE")
         if self.path_contains:
             clauses.append("contains(lower(v.path), lower(?))")
             params.append(self.path_contains)
@@ -94,13 +121,13 @@ class Filters:
             clauses.append(f"({self.where})")
         return (" AND ".join(clauses) or "TRUE"), params
 
-    def order_by(self, known: set[str]) -> str:
+    def order_by(self, known: set[str], alias: str = "v") -> str:
         """The ORDER BY clause: the chosen column, then path, so pages are stable."""
         if not self.sort:
-            return "ORDER BY v.path"
+            return f"ORDER BY {alias}.path"
         check_column(self.sort, known)
         direction = "DESC" if self.descending else "ASC"
-        return f'ORDER BY v."{self.sort}" {direction} NULLS LAST, v.path'
+        return f'ORDER BY {alias}."{self.sort}" {direction} NULLS LAST, {alias}.path'
 
 
 def check_column(column: str, known: set[str]) -> None:
