@@ -76,12 +76,13 @@ def test_readers_see_the_last_completed_state_while_a_scan_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_without_a_snapshot_readers_are_told_how_far_the_scan_is(tmp_path):
+def test_without_a_snapshot_readers_are_told_how_far_the_scan_is(tmp_path, monkeypatch):
     root = tmp_path / "data"
     make_dataset(root, per_label=4, plant=False)
     idx = build_index(root, detect=False)
     access.snapshot_path(idx.db_path).unlink(missing_ok=True)
     _grow(root, 0, 400)
+    monkeypatch.setenv("DATAAUDIT_READ_WAIT_S", "0.05")  # a reader that will not wait
     proc = _start_scan(root, DATAAUDIT_SNAPSHOT_MAX_BYTES="0")
     counts, busy, during = _read_while(proc, idx)
     _, err = proc.communicate(timeout=120)

@@ -95,12 +95,17 @@ def busy_message(db_path: Path, progress: dict[str, Any]) -> str:
     return f"a {stage} or another writer is using {db_path}"
 
 
-def connect_read(db_path: Path, wait_s: float = 2.0) -> tuple[duckdb.DuckDBPyConnection, bool]:
+def connect_read(
+    db_path: Path, wait_s: float | None = None
+) -> tuple[duckdb.DuckDBPyConnection, bool]:
     """A read-only connection to the index, or to its snapshot while a writer holds it.
 
     Returns the connection and whether it is the snapshot. Raises :class:`IndexBusyError`
-    when the file stays locked for ``wait_s`` and no snapshot exists.
+    when the file stays locked for ``wait_s`` (default 2 s, or ``$DATAAUDIT_READ_WAIT_S``:
+    a short detect run finishes within it) and no snapshot exists.
     """
+    if wait_s is None:
+        wait_s = float(os.environ.get("DATAAUDIT_READ_WAIT_S", "2"))
     deadline = time.monotonic() + wait_s
     delay = 0.02
     while True:
