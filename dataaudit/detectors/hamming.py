@@ -74,7 +74,9 @@ _MAX_SEARCH_BANDS = 5  # ... and at most this many bands (keeps choose_plan unde
 # the whole call peaked at ~550 MB RSS (bench/bench_hamming.py).
 _BUILD_ROWS_PER_PASS = 4_000_000
 
-PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "distance": pl.Int64}
+# Candidate pairs of the banded search: Hamming distance in bits (not groups.PAIR_SCHEMA,
+# whose rows carry the layer that linked a verified pair).
+HAMMING_PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "distance": pl.Int64}
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def hamming_pairs(
     frame = hashes.select(pl.col("id").cast(pl.Int64), pl.col("h").cast(pl.Int64))
     frame = frame.filter(pl.col("h").is_not_null())
     if frame.height < 2:
-        return pl.DataFrame(schema=PAIR_SCHEMA)
+        return pl.DataFrame(schema=HAMMING_PAIR_SCHEMA)
 
     values = _distinct(frame["h"].to_numpy())
     if plan is not None:
@@ -219,10 +221,12 @@ def hamming_pairs_bruteforce(
         out_b.append(ids[start + j])
         out_d.append(dist[i, j].astype(np.int64))
     if not out_a:
-        return pl.DataFrame(schema=PAIR_SCHEMA)
+        return pl.DataFrame(schema=HAMMING_PAIR_SCHEMA)
     a, b = np.concatenate(out_a), np.concatenate(out_b)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    return pl.DataFrame({"a": lo, "b": hi, "distance": np.concatenate(out_d)}, schema=PAIR_SCHEMA)
+    return pl.DataFrame(
+        {"a": lo, "b": hi, "distance": np.concatenate(out_d)}, schema=HAMMING_PAIR_SCHEMA
+    )
 
 
 # --- internals -------------------------------------------------------------------------
@@ -436,7 +440,7 @@ def _expand(
             pl.col("d").alias("distance"),
         )
     )
-    parts = [df.cast(PAIR_SCHEMA) for df in (same_light, same_heavy, cross)]
+    parts = [df.cast(HAMMING_PAIR_SCHEMA) for df in (same_light, same_heavy, cross)]
     return pl.concat(parts).sort("a", "b")
 
 

@@ -109,6 +109,9 @@ class EmbedStage:
             "SELECT e.file_id, i.label FROM embeddings e JOIN images i USING (file_id) "
             "ORDER BY e.file_id"
         ).pl()
+        # DuckDB's buffer pool would otherwise keep every vector block it served (80 % of
+        # RAM by default); the graph step reads each vector a few times and needs little.
+        con.execute("SET memory_limit = '512MB'")
         con.execute("BEGIN")
         try:
             con.execute("DELETE FROM knn")
@@ -120,6 +123,8 @@ class EmbedStage:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        finally:
+            con.execute("RESET memory_limit")
 
     def _write_graph(self, con: duckdb.DuckDBPyConnection, data: pl.DataFrame) -> None:
         from dataaudit.embed.analysis import project_2d

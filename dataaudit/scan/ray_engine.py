@@ -39,6 +39,7 @@ from dataaudit.errors import DataAuditError
 from dataaudit.scan import manifest
 from dataaudit.scan import plan as planning
 from dataaudit.scan.decode import sniff_format
+from dataaudit.scan.identity import disk_name
 from dataaudit.scan.measure import (
     MEASURED_COLUMNS,
     MeasureConfig,
@@ -400,8 +401,9 @@ def _write_index(con: Any, run_id: int, table: pa.Table) -> tuple[int, int]:
     vec_ids, vecs = [], []
     has_vectors = "vector" in table.column_names
     for row in table.to_pylist():
-        task = Task(row["file_id"], row["path"], row["split"], row["label"], row["bytes"],
-                    row["mtime_ns"], row["has_image_ext"], row["was_indexed"])  # fmt: skip
+        # Tasks carry the name on disk, as the local engine's do; the writer stores it again.
+        task = Task(row["file_id"], disk_name(row["path"]), row["split"], row["label"],
+                    row["bytes"], row["mtime_ns"], row["has_image_ext"], row["was_indexed"])  # fmt: skip
         if row["skipped"]:
             results.append((task, None))
             continue
