@@ -7,6 +7,8 @@ import io
 import json
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import duckdb
@@ -636,3 +638,19 @@ def test_measure_upgrade_rereads_only_the_files_it_affects(
     counted_reads.clear()
     scan_dir(tmp_path)
     assert sorted(counted_reads) == ["clear.png", "plain.png"]  # version 2 changed every row
+
+
+def test_workers_never_rerun_the_callers_script(tmp_path, monkeypatch, make_image, scan_dir):
+    """A scan started from a script run by path (a Streamlit page, say) must not re-run that
+    script in its workers: multiprocessing would, and here the script crashes if it does."""
+    script = tmp_path / "page.py"
+    script.write_text("raise SystemExit('the caller script ran inside a worker')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    fake_main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    for k in range(3):
+        make_image(tmp_path / "data" / f"{k}.png", color=(k * 60, 10, 10))
+    summary = scan_dir(tmp_path / "data", tmp_path / "i.duckdb", workers=1)
+    assert summary.status == "completed" and summary.images == 3
+    assert fake_main.__file__ == str(script)  # restored

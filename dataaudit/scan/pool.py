@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,27 @@ WAIT_S = 0.5  # longest single wait, so a signal is handled promptly
 MAX_START_FAILURES = 3  # workers dying before they are ready: broken, not unlucky
 READY = "ready"
 DIED_CLASS = "DecoderProcessDied"
+
+
+@contextlib.contextmanager
+def _callers_script_hidden() -> Iterator[None]:
+    """Start workers without re-running the caller's ``__main__`` script in them.
+
+    multiprocessing re-executes the main script by path in every new worker. Workers need
+    only dataaudit code, and when the caller is a Streamlit page (the app, or its tests)
+    re-running that script in a worker crashes it at start-up.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if main is None or path is None or spec is not None:  # `python -m`: re-imported by name
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _worker_main(conn: Connection, root: str, config: MeasureConfig, spec: Any, work: WorkFn):
@@ -101,7 +123,8 @@ class MeasurePool:
     def _spawn(self) -> _Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=_worker_main, args=(theirs, *self.args), daemon=True)
-        proc.start()
+        with _callers_script_hidden():
+            proc.start()
         theirs.close()
         return _Worker(proc, ours)
 
