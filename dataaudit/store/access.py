@@ -95,6 +95,35 @@ def busy_message(db_path: Path, progress: dict[str, Any]) -> str:
     return f"a {stage} or another writer is using {db_path}"
 
 
+class _Locked(Exception):
+    """The file stayed locked by another process for the whole wait."""
+
+    def __init__(self, cause: duckdb.Error) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _connect_waiting(
+    db_path: Path, wait_s: float, max_delay: float, **kwargs: Any
+) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying with backoff while another process holds the file's lock.
+
+    Raises :class:`_Locked` when the lock outlasts ``wait_s``; other errors pass through.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(db_path), **kwargs)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise _Locked(exc) from exc
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
 def connect_read(
     db_path: Path, wait_s: float | None = None
 ) -> tuple[duckdb.DuckDBPyConnection, bool]:
@@ -106,24 +135,17 @@ def connect_read(
     """
     if wait_s is None:
         wait_s = float(os.environ.get("DATAAUDIT_READ_WAIT_S", "2"))
-    deadline = time.monotonic() + wait_s
-    delay = 0.02
-    while True:
-        try:
-            return duckdb.connect(str(db_path), read_only=True, config=READ_CONFIG), False
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise DataAuditError(f"cannot open index {db_path}: {exc}") from exc
-            last = exc
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
+    try:
+        con = _connect_waiting(db_path, wait_s, 0.25, read_only=True, config=READ_CONFIG)
+        return con, False
+    except _Locked as locked:
+        last = locked.cause
+    except duckdb.Error as exc:
+        raise DataAuditError(f"cannot open index {db_path}: {exc}") from exc
     snap = snapshot_path(db_path)
     if snap.is_file():
         try:
-            con = duckdb.connect(str(snap), read_only=True, config=READ_CONFIG)
-            return con, True
+            return duckdb.connect(str(snap), read_only=True, config=READ_CONFIG), True
         except duckdb.Error:
             pass
     progress = read_progress(db_path)
@@ -142,22 +164,14 @@ def connect_write(db_path: Path, wait_s: float | None = None) -> duckdb.DuckDBPy
     """
     if wait_s is None:
         wait_s = float(os.environ.get("DATAAUDIT_LOCK_WAIT_S", "30"))
-    deadline = time.monotonic() + wait_s
-    delay = 0.02
-    while True:
-        try:
-            return duckdb.connect(str(db_path))
-        except duckdb.Error as exc:
-            if not is_lock_error(exc):
-                raise
-            if time.monotonic() >= deadline:
-                raise DataAuditError(
-                    f"the index {db_path} is in use by another process{_holder(exc)}",
-                    "close the program holding it open (a notebook or an open connection) "
-                    "and run the command again",
-                ) from exc
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+    try:
+        return _connect_waiting(db_path, wait_s, 0.5)
+    except _Locked as locked:
+        raise DataAuditError(
+            f"the index {db_path} is in use by another process{_holder(locked.cause)}",
+            "close the program holding it open (a notebook or an open connection) "
+            "and run the command again",
+        ) from locked.cause
 
 
 def take_snapshot(db_path: Path, max_bytes: int | None = None) -> bool:
