@@ -255,3 +255,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return rc, out, err
 
     return run
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models train fastest on one torch thread (and do not fight other processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -27,12 +27,7 @@ from dataaudit.train.run import train  # noqa: E402
 FAST = ["--epochs", "2", "--size", "16", "--check-steps", "30"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def plant_embeddings(db, wrong: str) -> None:

@@ -9,16 +9,16 @@ crash can at worst lose the line being written, never corrupt earlier ones.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from dataaudit.errors import DataAuditError
+from dataaudit.store import jsonl
 
 if TYPE_CHECKING:
     from dataaudit.index import Index
@@ -67,8 +67,9 @@ class Decisions:
             return 0
         at = datetime.now(UTC).isoformat(timespec="seconds")
         who = who or os.environ.get("USER") or "unknown"
-        lines = "".join(
-            json.dumps(
+        jsonl.append(
+            self.path,
+            [
                 {
                     "file_id": int(fid),
                     "path": str(p),
@@ -77,37 +78,19 @@ class Decisions:
                     "reason": reason,
                     "who": who,
                     "at": at,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for fid, p in zip(file_ids, paths, strict=True)
+                }
+                for fid, p in zip(file_ids, paths, strict=True)
+            ],
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, lines.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         return len(file_ids)
 
     def history(self) -> pl.DataFrame:
         """Every decision ever recorded, oldest first (a torn last line is skipped)."""
-        rows: list[dict[str, Any]] = []
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return pl.DataFrame(schema=SCHEMA)
-        except OSError as exc:
-            raise DataAuditError(f"cannot read decisions {self.path}: {exc}") from exc
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and row.get("action") in ACTIONS and "file_id" in row:
-                rows.append({k: row.get(k) for k in SCHEMA})
+        rows = [
+            {k: row.get(k) for k in SCHEMA}
+            for row in jsonl.read(self.path)
+            if row.get("action") in ACTIONS and "file_id" in row
+        ]
         return pl.DataFrame(rows, schema=SCHEMA)
 
     def current(self) -> pl.DataFrame:

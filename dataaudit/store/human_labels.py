@@ -8,13 +8,14 @@ with the dataset next to the models'. ``human_label`` is null when the person co
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from dataaudit.store import jsonl
 
 FILE_NAME = "human_labels.jsonl"
 SCHEMA = {
@@ -50,8 +51,9 @@ class HumanLabels:
         who: str | None = None,
     ) -> None:
         """Append one answer; a single ``write`` of one line, so readers never see half a line."""
-        line = json.dumps(
-            {
+        jsonl.append(
+            self.path,
+            [{
                 "file_id": int(file_id),
                 "path": path,
                 "dataset_label": dataset_label,
@@ -59,26 +61,12 @@ class HumanLabels:
                 "session": session,
                 "who": who or os.environ.get("USER") or "unknown",
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-            ensure_ascii=False,
-        )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
+            }],
+        )  # fmt: skip
 
     def read(self) -> pl.DataFrame:
         """Every answer in the order given (a torn last line from a crash is skipped)."""
-        if not self.path.exists():
-            return pl.DataFrame(schema=SCHEMA)
-        rows = []
-        for raw in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
+        rows = [{k: r.get(k) for k in SCHEMA} for r in jsonl.read(self.path) if "file_id" in r]
         return pl.DataFrame(rows, schema=SCHEMA) if rows else pl.DataFrame(schema=SCHEMA)
 
     def latest(self) -> pl.DataFrame:
