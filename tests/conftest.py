@@ -19,9 +19,14 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests draw the same examples on every run: a red CI must be reproducible, never luck.
+settings.register_profile("deterministic", derandomize=True, print_blob=True)
+settings.load_profile("deterministic")
 
 # File names that break naive path handling; every scan test that walks names uses these.
 ODD_NAMES = [

@@ -96,9 +96,9 @@ def test_stricter_quality_and_geometry_never_flag_more(
                             f"quality.dark_max_mean={60 - 10 * extra}"])  # fmt: skip
     for issue in ("dark", "light", "blurry", "odd_size", "odd_aspect_ratio"):
         assert strict.get(issue, set()) <= loose.get(issue, set()), issue
-    # Fewer low-information images is the only promise of a lower contrast limit: the images
-    # it releases become eligible for the other detectors, which skip flat images.
-    low = flagged(path, [f"quality.low_info_max_contrast={12 - 3 * extra}", off])
+    # Fewer low-information images is the only promise of a lower contrast limit (same z): the
+    # images it releases become eligible for the other detectors, which skip flat images.
+    low = flagged(path, [f"quality.z={z}", f"quality.low_info_max_contrast={12 - 3 * extra}", off])
     assert low.get("low_information", set()) <= loose.get("low_information", set())
 
 
