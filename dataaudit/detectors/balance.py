@@ -30,23 +30,28 @@ CATEGORICAL_PROPERTIES = ("format", "mode", "is_grayscale", "ext")
 
 def detect_balance(ctx: DetectContext) -> list[Finding]:
     p = ctx.config.balance
-    labelled = ctx.images.filter(pl.col("label").is_not_null() & ~pl.col("is_corrupt"))
+    # counts per (label, split), counted in SQL: a few thousand rows at any dataset size
+    labelled = ctx.rows(
+        """SELECT label, split, count(*) AS len FROM {images}
+           WHERE label IS NOT NULL AND NOT is_corrupt GROUP BY ALL ORDER BY ALL"""
+    )
     if labelled.height == 0:
         return [Finding("unlabelled", "info", "no labels found: balance checks skipped")]
     findings: list[Finding] = []
-    counts = labelled.group_by("label").len().sort("len", descending=True)
+    counts = labelled.group_by("label").agg(pl.col("len").sum()).sort("len", descending=True)
     biggest, smallest = counts.row(0), counts.row(-1)
     ratio = biggest[1] / max(smallest[1], 1)
+    n_labelled = int(labelled["len"].sum())
     table = (
         labelled.with_columns(pl.col("split").fill_null("(none)"))
-        .group_by("label", "split").len()
+        .group_by("label", "split", maintain_order=True).agg(pl.col("len").sum())
         .pivot(on="split", index="label", values="len").fill_null(0).sort("label")
     )  # fmt: skip
     findings.append(
         Finding(
             "class_counts",
             "info",
-            f"{counts.height} classes, {labelled.height:,} labelled images; "
+            f"{counts.height} classes, {n_labelled:,} labelled images; "
             f"largest {biggest[0]!r} ({biggest[1]:,}), smallest {smallest[0]!r} ({smallest[1]:,})",
             {"table": table.to_dicts(), "imbalance_ratio": round(ratio, 2)},
         )
@@ -76,6 +81,7 @@ def detect_balance(ctx: DetectContext) -> list[Finding]:
 
 
 def _split_findings(labelled: pl.DataFrame, shift_tvd: float) -> list[Finding]:
+    """``labelled``: counts ``len`` per (label, split)."""
     split_rows = labelled.filter(pl.col("split").is_not_null())
     splits = sorted(split_rows["split"].unique().to_list())
     if len(splits) < 2:
@@ -83,7 +89,12 @@ def _split_findings(labelled: pl.DataFrame, shift_tvd: float) -> list[Finding]:
     out: list[Finding] = []
     all_labels = set(labelled["label"].unique().to_list())
     by_split = {
-        s: dict(split_rows.filter(pl.col("split") == s).group_by("label").len().iter_rows())
+        s: dict(
+            split_rows.filter(pl.col("split") == s)
+            .group_by("label")
+            .agg(pl.col("len").sum())
+            .iter_rows()
+        )  # fmt: skip
         for s in splits
     }
     for s in splits:
@@ -136,7 +147,13 @@ def _names(items: list[str], limit: int = 8) -> str:
 
 def detect_spurious(ctx: DetectContext) -> list[Finding]:
     p = ctx.config.spurious
-    data = ctx.decodable.filter(pl.col("label").is_not_null())
+    where = "decode_status = 'ok' AND label IS NOT NULL"
+    columns_sql = "file_id, label, width, height, brightness_mean, bytes, " + ", ".join(
+        CATEGORICAL_PROPERTIES
+    )
+    # Above max_rows the AUCs are estimated on a fixed sample (the same rows every run)
+    sample = "" if ctx.count(where) <= p.max_rows else f"ORDER BY hash(file_id) LIMIT {p.max_rows}"
+    data = ctx.rows(f"SELECT {columns_sql} FROM {{images}} WHERE {where} {sample}")
     if data.height == 0 or data["label"].n_unique() < 2:
         return []
     data = data.with_columns(**{name: expr for name, expr in NUMERIC_PROPERTIES.items()})
@@ -153,13 +170,15 @@ def detect_spurious(ctx: DetectContext) -> list[Finding]:
             continue
         for v in uniq:
             columns[f"{cat} = {v}"] = (values == v).astype(float)
+    class_of = np.searchsorted(classes, labels)
     for name, x in columns.items():
         if np.nanstd(x) == 0:
             continue
-        for cls, n_cls in zip(classes, class_counts, strict=True):
+        aucs = _aucs(x, class_of, len(classes))
+        for c, (cls, n_cls) in enumerate(zip(classes, class_counts, strict=True)):
             if n_cls < p.min_class_count or n_cls == len(labels):
                 continue
-            auc = _auc(x, labels == cls)
+            auc = aucs[c]
             if auc >= p.min_auc or auc <= 1 - p.min_auc:
                 higher = auc >= 0.5
                 strength = auc if higher else 1 - auc
@@ -181,19 +200,18 @@ def detect_spurious(ctx: DetectContext) -> list[Finding]:
     return findings
 
 
-def _auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney rank statistic (ties get average ranks)."""
+def _aucs(score: np.ndarray, class_of: np.ndarray, n_classes: int) -> np.ndarray:
+    """ROC AUC of ``score`` for "is class c", for every class at once: the ranks (ties
+    averaged) are computed once and summed per class (one sort, not one per class)."""
     ok = np.isfinite(score)
-    score, positive = score[ok], positive[ok]
-    n_pos = int(positive.sum())
-    n_neg = len(score) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return 0.5
+    score, class_of = score[ok], class_of[ok]
     order = np.argsort(score, kind="mergesort")
     ranks = np.empty(len(score), dtype=float)
-    sorted_scores = score[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    _, first, counts = np.unique(score[order], return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    n_pos = np.bincount(class_of, minlength=n_classes).astype(float)
+    rank_sum = np.bincount(class_of, weights=ranks, minlength=n_classes)
+    n_neg = len(score) - n_pos
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos == 0) | (n_neg == 0), 0.5, auc)

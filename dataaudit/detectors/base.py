@@ -9,15 +9,20 @@ Dataset-level problems (class balance, spurious signals) are :class:`Finding` ob
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from dataaudit.detectors.config import DetectConfig
+
+# Rows per block when a detector streams the image table.
+CHUNK_ROWS = 1_000_000
 
 ISSUE_SCHEMA = {
     "file_id": pl.Int64,
@@ -27,15 +32,6 @@ ISSUE_SCHEMA = {
     "group_id": pl.Int64,
     "details": pl.String,
 }
-
-# Columns every detector may read; loaded once per run.
-IMAGE_COLUMNS = (
-    "file_id", "path", "split", "label", "bytes", "ext", "format", "format_matches_ext",
-    "width", "height", "mode", "has_alpha", "n_frames", "exif_orientation", "decode_status",
-    "is_corrupt", "error_class", "error_message", "trailing_bytes", "content_hash",
-    "pixel_hash", "phash", "dhash", "brightness_mean", "contrast", "sharpness", "entropy",
-    "is_grayscale", "colorfulness",
-)  # fmt: skip
 
 
 @dataclass
@@ -50,26 +46,62 @@ class Finding:
 
 @dataclass
 class DetectContext:
-    """What a detector may use: the index connection, the config, and the image table."""
+    """What a detector may use: the index connection, the config, and the image table.
+
+    The image table is never loaded whole (10M rows of paths and hashes do not fit a
+    bounded memory): detectors aggregate in SQL over ``ctx.table`` and fetch rows only for
+    what they flag (:meth:`rows`, :meth:`of_ids`) or stream it in blocks (:meth:`chunks`).
+    ``images`` (tests) stands in for the index's table: it is registered as a view.
+    """
 
     con: duckdb.DuckDBPyConnection
     config: DetectConfig
-    images: pl.DataFrame
+    images: pl.DataFrame | None = None
     groups: pl.DataFrame | None = None  # duplicate groups, once the duplicate detector ran
     pairs: pl.DataFrame | None = None  # duplicate pairs with their layer
     stats: dict[str, Any] = field(default_factory=dict)  # numbers for the report
     flagged: dict[str, set[int]] = field(default_factory=dict)  # issue -> files, so far
     cache: dict[str, Any] = field(default_factory=dict)  # reads shared between detectors
+    table: str = "images"
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            self.table = f"_da_images_{uuid.uuid4().hex[:12]}"
+            self.con.register(self.table, self.images.to_arrow())
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectContext:
-        cols = ", ".join(IMAGE_COLUMNS)
-        images = con.sql(f"SELECT {cols} FROM images ORDER BY file_id").pl()
-        return cls(con, config, images)
+        return cls(con, config)
 
-    @property
-    def decodable(self) -> pl.DataFrame:
-        return self.images.filter(pl.col("decode_status") == "ok")
+    def rows(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """A query's result as polars; ``{images}`` names the image table."""
+        table = self.con.sql(query.format(images=self.table), params=params).to_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
+
+    def chunks(
+        self, query: str, params: list[Any] | None = None, rows: int = CHUNK_ROWS
+    ) -> Iterator[pl.DataFrame]:
+        """A query's result in blocks of at most ``rows`` rows (no other query may run on
+        the connection until the iteration ends)."""
+        reader = self.con.sql(query.format(images=self.table), params=params)
+        for batch in reader.to_arrow_reader(rows):
+            yield pl.from_arrow(pa.Table.from_batches([batch]))  # type: ignore[misc]
+
+    def of_ids(self, ids: Any, columns: str, table: str | None = None) -> pl.DataFrame:
+        """``columns`` of the rows whose file_id is in ``ids`` (an image table by default)."""
+        name = f"_da_ids_{uuid.uuid4().hex[:12]}"
+        frame = pl.DataFrame({"file_id": np.unique(np.asarray(ids, dtype=np.int64))})
+        self.con.register(name, frame.to_arrow())
+        try:
+            return self.rows(
+                f"SELECT {columns} FROM {table or '{images}'} JOIN {name} USING (file_id)"
+            )
+        finally:
+            self.con.unregister(name)
+
+    def count(self, where: str = "true") -> int:
+        return int(self.con.execute(
+            f"SELECT count(*) FROM {self.table} WHERE {where}").fetchall()[0][0])  # type: ignore[index]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,11 +164,69 @@ class Robust:
             sigma = float(np.std(values)) or 1.0
         return cls(med, max(sigma, floor))
 
+    @classmethod
+    def of_counts(
+        cls, values: np.ndarray, counts: np.ndarray, min_sigma: float | None = None
+    ) -> Robust:
+        """:meth:`of` for distinct ``values`` each occurring ``counts`` times (exactly the
+        same result as on the repeated values, in memory of the distinct ones)."""
+        values = np.asarray(values, dtype=np.float64)
+        counts = np.asarray(counts, dtype=np.int64)
+        keep = np.isfinite(values) & (counts > 0)
+        values, counts = values[keep], counts[keep]
+        floor = min_sigma if min_sigma is not None else 1e-9
+        if values.size == 0:
+            return cls(float("nan"), floor)
+        med = weighted_median(values, counts)
+        sigma = 1.4826 * weighted_median(np.abs(values - med), counts)
+        if sigma == 0 and min_sigma is None:
+            mean = float(np.average(values, weights=counts))
+            sigma = float(np.sqrt(np.average((values - mean) ** 2, weights=counts))) or 1.0
+        return cls(med, max(sigma, floor))
+
+    @classmethod
+    def of_sql(
+        cls,
+        ctx: DetectContext,
+        expr: str,
+        where: str = "true",
+        min_sigma: float | None = None,
+        table: str | None = None,
+    ) -> Robust:
+        """:meth:`of` computed in DuckDB over ``expr`` (SQL on ``table``, the image table by
+        default) where ``where`` holds: the same median, MAD and fallbacks, without loading
+        the column."""
+        src = f"SELECT CAST({expr} AS DOUBLE) AS x FROM {table or ctx.table} WHERE {where}"
+        src = f"SELECT x FROM ({src}) WHERE isfinite(x)"
+        floor = min_sigma if min_sigma is not None else 1e-9
+        n, med, sd = ctx.con.execute(
+            f"SELECT count(*), median(x), stddev_pop(x) FROM ({src})"
+        ).fetchall()[0]  # type: ignore[misc]
+        if n == 0:
+            return cls(float("nan"), floor)
+        mad = ctx.con.execute(f"SELECT median(abs(x - ?)) FROM ({src})", [med]).fetchall()[0][0]  # type: ignore[index]
+        sigma = 1.4826 * float(mad)
+        if sigma == 0 and min_sigma is None:
+            sigma = float(sd or 0.0) or 1.0
+        return cls(float(med), max(sigma, floor))
+
     def z(self, expr: pl.Expr) -> pl.Expr:
         return (expr - self.median) / self.sigma
 
     def z_array(self, values: np.ndarray) -> np.ndarray:
         return (np.asarray(values, dtype=np.float64) - self.median) / self.sigma
+
+
+def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
+    """``np.median(np.repeat(values, counts))`` without the repeat."""
+    order = np.argsort(values, kind="stable")
+    v, c = values[order], np.cumsum(counts[order])
+    n = int(c[-1])
+
+    def kth(k: int) -> float:  # the k-th smallest (0-based) of the repeated values
+        return float(v[np.searchsorted(c, k, side="right")])
+
+    return kth(n // 2) if n % 2 else (kth(n // 2 - 1) + kth(n // 2)) / 2.0
 
 
 def z_score(z: pl.Expr, threshold: float) -> pl.Expr:

@@ -82,6 +82,7 @@ class SemanticParams:
     cluster_z: float = 3.0  # within-label kNN distance z-score of a clustered outlier
     cluster_min_size: int = 3  # fewer alike far-from-their-label images are not a cluster
     label_max_own_share: float = 0.05  # neighbours' vote share for the own label, at most
+    ranked_rows: int = 100_000  # unflagged rows kept for ranking (the highest scores)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class BalanceParams:
 class SpuriousParams:
     min_auc: float = 0.9  # property separates a class from the rest at least this well
     min_class_count: int = 10  # ignore classes smaller than this
+    max_rows: int = 500_000  # above this, AUCs are measured on a fixed sample of this size
 
 
 @dataclass
@@ -188,6 +190,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "geometry.mode_min_count": (0, 1_000_000_000),
     "semantic.cluster_z": (0.1, 1000.0),
     "semantic.cluster_min_size": (1, 1_000_000_000),
+    "semantic.ranked_rows": (0, 1_000_000_000),
+    "spurious.max_rows": (1_000, 1_000_000_000),
 }
 
 

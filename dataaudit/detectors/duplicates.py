@@ -25,7 +25,6 @@ import polars as pl
 from dataaudit.detectors.base import DetectContext, has_table, issue_rows
 from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame
 from dataaudit.detectors.hamming import hamming_pairs
-from dataaudit.detectors.quality import is_flat
 
 EXACT_LAYERS = ("bytes", "pixels")
 
@@ -37,7 +36,7 @@ def detect_duplicates(ctx: DetectContext) -> pl.DataFrame:
     ctx.groups = members
     ctx.pairs = pairs
     if members.height == 0:
-        return issue_rows(ctx.images.head(0), "exact_duplicate", pl.lit(0.0), pl.lit(""))
+        return issue_rows(members, "exact_duplicate", pl.lit(0.0), pl.lit(""))
     return pl.concat([_exact_rows(ctx, pairs, members), _near_rows(ctx, pairs, members),
                       _leakage_rows(ctx, pairs, members)])  # fmt: skip
 
@@ -45,11 +44,9 @@ def detect_duplicates(ctx: DetectContext) -> pl.DataFrame:
 def find_pairs(ctx: DetectContext) -> pl.DataFrame:
     """All duplicate pairs (a < b) with the layer that linked them and its distance."""
     p = ctx.config.duplicates
-    img = ctx.images.filter(pl.col("bytes") > 0)
-    layers = [_same_value_pairs(img, "content_hash", "bytes")]
+    layers = [_same_value_pairs(ctx, "content_hash", "bytes")]
     if p.use_pixel_hash:
-        layers.append(_same_value_pairs(img.filter(pl.col("pixel_hash").is_not_null()),
-                                        "pixel_hash", "pixels"))  # fmt: skip
+        layers.append(_same_value_pairs(ctx, "pixel_hash", "pixels"))
     perceptual = pl.concat([_phash_pairs(ctx), semantic_duplicate_pairs(ctx)])
     found = pl.concat(
         [lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in [*layers, perceptual]]
@@ -72,33 +69,32 @@ def find_pairs(ctx: DetectContext) -> pl.DataFrame:
     )
 
 
-def _same_value_pairs(img: pl.DataFrame, column: str, layer: str) -> pl.DataFrame:
-    """Star edges from each member of a same-value group to the group's smallest id."""
-    grouped = (
-        img.select("file_id", column)
-        .filter(pl.col(column).is_not_null())
-        .with_columns(
-            pl.col("file_id").min().over(column).alias("first"), pl.len().over(column).alias("n")
-        )  # fmt: skip
-        .filter((pl.col("n") > 1) & (pl.col("file_id") != pl.col("first")))
-    )
-    return grouped.select(
-        pl.min_horizontal("first", "file_id").alias("a"),
-        pl.max_horizontal("first", "file_id").alias("b"),
-        pl.lit(layer).alias("layer"),
-        pl.lit(0.0).alias("distance"),
+def _same_value_pairs(ctx: DetectContext, column: str, layer: str) -> pl.DataFrame:
+    """Star edges from each member of a same-value group to the group's smallest id; the
+    groups are found in SQL, so only duplicated files come back."""
+    return ctx.rows(
+        f"""WITH dup AS (
+                SELECT {column} AS v, min(file_id) AS first FROM {{images}}
+                WHERE bytes > 0 AND {column} IS NOT NULL GROUP BY v HAVING count(*) > 1)
+            SELECT least(dup.first, i.file_id) AS a, greatest(dup.first, i.file_id) AS b,
+                   '{layer}' AS layer, 0.0 AS distance
+            FROM {{images}} i JOIN dup ON i.{column} = dup.v
+            WHERE i.bytes > 0 AND i.file_id <> dup.first ORDER BY a, b"""
     )
 
 
 def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
     p = ctx.config.duplicates
     # A nearly flat image's perceptual hash is noise: flat images would all "match".
-    ok = _informative(ctx).filter(pl.col("phash").is_not_null())
-    hashes = ok.select(pl.col("file_id").alias("id"), pl.col("phash").alias("h"))
+    hashes = ctx.rows(
+        f"SELECT file_id AS id, phash AS h FROM {{images}} WHERE {_informative_sql(ctx)} "
+        "AND phash IS NOT NULL ORDER BY file_id"
+    )
     cand = hamming_pairs(ctx.con, hashes, p.phash_radius)
+    del hashes
     if cand.height == 0:
         return empty_pairs()
-    d = ok.select("file_id", "dhash")
+    d = ctx.of_ids(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()]), "file_id, dhash")
     cand = cand.join(d.rename({"file_id": "a", "dhash": "da"}), on="a").join(
         d.rename({"file_id": "b", "dhash": "db"}), on="b"
     )
@@ -118,9 +114,7 @@ def _signature_correlation(ctx: DetectContext, a: np.ndarray, b: np.ndarray) -> 
     ids = np.unique(np.concatenate([a, b]))
     ctx.con.register("_sig_ids", pl.DataFrame({"file_id": ids}).to_arrow())
     try:
-        sig = ctx.con.sql(
-            "SELECT file_id, signature FROM images JOIN _sig_ids USING (file_id)"
-        ).pl()
+        sig = ctx.rows("SELECT file_id, signature FROM {images} JOIN _sig_ids USING (file_id)")
     finally:
         ctx.con.unregister("_sig_ids")
     pos = {fid: i for i, fid in enumerate(sig["file_id"].to_list())}
@@ -140,10 +134,11 @@ def _signature_correlation(ctx: DetectContext, a: np.ndarray, b: np.ndarray) -> 
     return corr
 
 
-def _informative(ctx: DetectContext) -> pl.DataFrame:
-    """Decodable images with enough structure for a perceptual match to mean anything
-    (a blank image's hash is noise: blank images would all "match")."""
-    return ctx.decodable.filter(~is_flat(ctx.config.quality))
+def _informative_sql(ctx: DetectContext) -> str:
+    """SQL condition: decodable images with enough structure for a perceptual match to mean
+    anything (a blank image's hash is noise: blank images would all "match"; the same test
+    as ``quality.is_flat``)."""
+    return f"decode_status = 'ok' AND NOT (contrast < {float(ctx.config.quality.flat_contrast)!r})"
 
 
 def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
@@ -151,18 +146,17 @@ def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
     images all embed alike, so a match between them says nothing."""
     if not has_table(ctx, "knn"):
         return empty_pairs()
-    rel = ctx.con.sql(
-        """
+    return ctx.rows(
+        f"""
+        WITH ok AS (SELECT file_id FROM {{images}} WHERE {_informative_sql(ctx)})
         SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b,
                'embedding' AS layer, 1.0 - max(similarity) AS distance
         FROM knn WHERE scope = 'all' AND similarity >= ? AND file_id <> neighbor_id
-        GROUP BY ALL
+          AND file_id IN (SELECT file_id FROM ok) AND neighbor_id IN (SELECT file_id FROM ok)
+        GROUP BY ALL ORDER BY a, b
         """,
-        params=[ctx.config.duplicates.embed_min_similarity],
-    )
-    pairs = rel.pl().cast(PAIR_SCHEMA)
-    ok = _informative(ctx).select("file_id")
-    return pairs.join(ok.rename({"file_id": "a"}), on="a").join(ok.rename({"file_id": "b"}), on="b")
+        [ctx.config.duplicates.embed_min_similarity],
+    ).cast(PAIR_SCHEMA)
 
 
 def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
@@ -171,21 +165,28 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     from dataaudit.detectors.align import aligned_correlation
 
     p = ctx.config.duplicates
-    if not has_table(ctx, "knn"):
+    if not has_table(ctx, "knn") or not has_table(ctx, "thumbnails"):
         return empty_pairs()
-    cand = ctx.con.sql(
-        """
-        SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b
-        FROM knn WHERE scope = 'all' AND rank = 1 AND similarity >= ? GROUP BY ALL
-        """,
-        params=[p.align_min_similarity],
-    ).pl()
-    ok = _informative(ctx).select("file_id")
-    cand = (
-        cand.join(ok.rename({"file_id": "a"}), on="a")
-        .join(ok.rename({"file_id": "b"}), on="b")
-        .join(found.select("a", "b"), on=["a", "b"], how="anti")
-    )
+    # Only pairs with both thumbnails can be aligned (a scan stores one for every decodable
+    # image); joined in SQL, so a 10M-image graph never comes back whole.
+    ctx.con.register("_found_pairs", found.select("a", "b").to_arrow())
+    try:
+        cand = ctx.rows(
+            f"""
+            WITH ok AS (SELECT file_id FROM {{images}} WHERE {_informative_sql(ctx)}
+                        AND file_id IN (SELECT file_id FROM thumbnails))
+            SELECT a, b FROM (
+                SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b
+                FROM knn WHERE scope = 'all' AND rank = 1 AND similarity >= ?
+                  AND file_id IN (SELECT file_id FROM ok)
+                  AND neighbor_id IN (SELECT file_id FROM ok)
+                GROUP BY ALL)
+            ANTI JOIN _found_pairs USING (a, b) ORDER BY a, b
+            """,
+            [p.align_min_similarity],
+        )
+    finally:
+        ctx.con.unregister("_found_pairs")
     if cand.height == 0:
         return empty_pairs()
     gray = _thumbs(ctx, np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()])))
@@ -273,8 +274,7 @@ def _content_check(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
         finally:
             ctx.con.unregister("_pair_ids")
         neighbours = {f: list(nb) for f, nb in rows}
-    sample = ctx.decodable["file_id"].to_numpy()
-    sample = sample[:: max(1, len(sample) // 64)][:64]
+    sample = _even_sample(ctx, 64)
     needed = set(a_ids) | set(b_ids) | {x for nb in neighbours.values() for x in nb} | set(sample)
     gray = _thumbs(ctx, np.array(sorted(needed), dtype=np.int64))
     fallback = [gray[x] for x in sample if x in gray]
@@ -291,6 +291,19 @@ def _content_check(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
     return cand.filter(pl.Series(corr) >= p.min_residual_correlation)
 
 
+def _even_sample(ctx: DetectContext, size: int) -> np.ndarray:
+    """``size`` decodable file ids evenly spaced in file_id order (picked in SQL)."""
+    n = ctx.count("decode_status = 'ok'")
+    step = max(1, n // size)
+    return ctx.rows(
+        """SELECT file_id FROM (
+               SELECT file_id, row_number() OVER (ORDER BY file_id) - 1 AS i
+               FROM {images} WHERE decode_status = 'ok')
+           WHERE i % ? = 0 ORDER BY file_id LIMIT ?""",
+        [step, size],
+    )["file_id"].to_numpy()
+
+
 def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
     """Connected components with their representative: file_id, group_id, is_representative."""
     if pairs.height == 0:
@@ -299,7 +312,9 @@ def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
     members = group_frame(pairs).select(pl.col("id").alias("file_id"),
                                         pl.col("group_id").alias("component"))  # fmt: skip
     ranked = (
-        members.join(ctx.images.select("file_id", "path", "width", "height", "bytes"), on="file_id")
+        members.join(
+            ctx.of_ids(members["file_id"], "file_id, path, width, height, bytes"), on="file_id"
+        )
         .with_columns((pl.col("width").fill_null(0) * pl.col("height").fill_null(0)).alias("px"))
         .sort(["component", "px", "bytes", "path"], descending=[False, True, True, False])
     )
@@ -313,8 +328,13 @@ def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _path_of(ctx: DetectContext) -> pl.DataFrame:
-    return ctx.images.select("file_id", "path", "split")
+def _path_of(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Path and split of the files in ``pairs`` (fetched for them only)."""
+    key = ("paths", id(pairs))
+    if key not in ctx.cache:
+        ids = np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()])
+        ctx.cache[key] = ctx.of_ids(ids, "file_id, path, split")
+    return ctx.cache[key]
 
 
 def _exact_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
@@ -323,7 +343,7 @@ def _exact_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) 
         return issue_rows(members.head(0), "exact_duplicate", pl.lit(0.0), pl.lit(""))
     frame = group_frame(exact).select(pl.col("id").alias("file_id"),
                                       pl.col("group_id").alias("exact_component"))  # fmt: skip
-    frame = frame.join(members, on="file_id").join(_path_of(ctx), on="file_id")
+    frame = frame.join(members, on="file_id").join(_path_of(ctx, pairs), on="file_id")
     frame = frame.with_columns(
         pl.len().over("exact_component").alias("n"),
         pl.col("path").min().over("exact_component").alias("first_path"),
@@ -346,7 +366,7 @@ def _near_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -
     near = pairs.filter(~pl.col("layer").is_in(EXACT_LAYERS))
     if near.height == 0:
         return issue_rows(members.head(0), "near_duplicate", pl.lit(0.0), pl.lit(""))
-    paths = _path_of(ctx)
+    paths = _path_of(ctx, pairs)
     both = pl.concat([
         near.select(pl.col("a").alias("file_id"), pl.col("b").alias("other"), "layer", "distance"),
         near.select(pl.col("b").alias("file_id"), pl.col("a").alias("other"), "layer", "distance"),
@@ -382,7 +402,7 @@ def _near_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -
 
 def _leakage_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
     """Files with a duplicate partner in another split, counted per split pair."""
-    split = ctx.images.select("file_id", "split", "path")
+    split = _path_of(ctx, pairs).select("file_id", "split", "path")
     cross = (
         pairs.join(split.rename({"file_id": "a", "split": "sa", "path": "pa"}), on="a")
         .join(split.rename({"file_id": "b", "split": "sb", "path": "pb"}), on="b")

@@ -25,8 +25,17 @@ _STATUS_TEXT = {
 }
 
 
+# Only rows that raise one of these flags come back from the index.
+_FLAG_SQL = """SELECT file_id, is_corrupt, decode_status, error_message, format,
+       format_matches_ext, ext, exif_orientation, n_frames, trailing_bytes
+FROM {images}
+WHERE is_corrupt OR format_matches_ext = false OR decode_status IN ('bomb', 'unsupported')
+   OR exif_orientation > 1 OR n_frames > 1 OR (trailing_bytes AND NOT is_corrupt)
+ORDER BY file_id"""
+
+
 def detect_integrity(ctx: DetectContext) -> pl.DataFrame:
-    img = ctx.images
+    img = ctx.rows(_FLAG_SQL)
     out = []
     corrupt = img.filter(pl.col("is_corrupt"))
     reason = pl.col("decode_status").replace_strict(_STATUS_TEXT, default="unreadable")
@@ -91,19 +100,29 @@ def detect_integrity(ctx: DetectContext) -> pl.DataFrame:
 
 
 def _unusual_mode(ctx: DetectContext) -> pl.DataFrame:
-    """Modes (with alpha as part of the mode) used by few images of the dataset."""
-    ok = ctx.decodable.with_columns(
-        pl.when(pl.col("has_alpha") & ~pl.col("mode").is_in(["RGBA", "LA", "PA"]))
-        .then(pl.col("mode") + pl.lit("+transparency"))
-        .otherwise(pl.col("mode"))
-        .alias("mode_key")
+    """Modes (with alpha as part of the mode) used by few images of the dataset; the shares
+    are counted in SQL, only the rare modes' rows come back."""
+    key = """CASE WHEN has_alpha AND mode NOT IN ('RGBA', 'LA', 'PA')
+                  THEN mode || '+transparency' ELSE mode END"""
+    share = ctx.rows(
+        f"""SELECT {key} AS mode_key, count(*) / sum(count(*)) OVER () AS share
+            FROM {{images}} WHERE decode_status = 'ok' GROUP BY ALL
+            ORDER BY share DESC, mode_key NULLS LAST"""
     )
-    if ok.height == 0:
-        return issue_rows(ok, "unusual_mode", pl.lit(0.0), pl.lit(""))
-    share = ok.group_by("mode_key").agg((pl.len() / ok.height).alias("share"))
-    common = share.sort("share", descending=True)["mode_key"][0]
     limit = ctx.config.integrity.unusual_mode_max_share
-    rare = ok.join(share, on="mode_key").filter(pl.col("share") < limit)
+    empty = pl.DataFrame(schema={"file_id": pl.Int64, "mode_key": pl.String, "share": pl.Float64})
+    if share.height == 0:
+        return issue_rows(empty, "unusual_mode", pl.lit(0.0), pl.lit(""))
+    common = share["mode_key"][0]
+    rare_keys = share.filter(pl.col("share") < limit)
+    rare = empty
+    if rare_keys.height:
+        rare = ctx.rows(
+            f"""SELECT file_id, {key} AS mode_key FROM {{images}}
+                WHERE decode_status = 'ok' AND {key} IN (SELECT unnest(?::VARCHAR[]))
+                ORDER BY file_id""",
+            [rare_keys["mode_key"].drop_nulls().to_list()],
+        ).join(rare_keys, on="mode_key", maintain_order="left")
     return issue_rows(
         rare,
         "unusual_mode",

@@ -43,7 +43,7 @@ def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
     model = model_votes(ctx)
     if model is None:
         return neighbours
-    labels = ctx.images.select("file_id", "label")
+    labels = ctx.of_ids(model["file_id"], "file_id, label")
     frame = (
         model.rename({"suggested": "m_suggested", "is_issue": "m_issue"})
         .with_columns((1.0 - pl.col("quality")).alias("m_score"))

@@ -38,99 +38,127 @@ def is_flat(q: QualityParams) -> pl.Expr:
     return pl.col("contrast") < q.flat_contrast
 
 
+_OK = "decode_status = 'ok' AND brightness_mean IS NOT NULL"
+
+
+def _ln(x: str) -> str:
+    """SQL natural log, NULL where undefined (polars gives -inf/NaN, which Robust drops)."""
+    return f"CASE WHEN ({x}) > 0 THEN ln({x}) END"
+
+
 def detect_quality(ctx: DetectContext) -> pl.DataFrame:
+    """The dataset statistics are computed in DuckDB; the rules then run over the image
+    table in blocks, keeping only the rows they flag (bounded memory at 10M images)."""
     q = ctx.config.quality
-    ok = ctx.decodable.filter(pl.col("brightness_mean").is_not_null())
-    if ok.height == 0:
+    n, gray_share = ctx.con.execute(
+        f"SELECT count(*), avg(CAST(is_grayscale AS DOUBLE)) FROM {ctx.table} WHERE {_OK}"
+    ).fetchall()[0]  # type: ignore[misc]
+    if n == 0:
         return empty_issues()
-    mean = pl.col("brightness_mean")
-    log_b = (mean + 1.0).log()
-    log_head = (256.0 - mean).log()
-    log_c = (pl.col("contrast") + 1.0).log()
-    ok = ok.with_columns(log_b.alias("_lb"), log_head.alias("_lh"), log_c.alias("_lc"))
-    bright = Robust.of(ok["_lb"].to_numpy(), min_sigma=0.05)
-    head = Robust.of(ok["_lh"].to_numpy(), min_sigma=0.05)
-    contrast = Robust.of(ok["_lc"].to_numpy(), min_sigma=0.05)
+    lb, lh, lc = _ln("brightness_mean + 1.0"), _ln("256.0 - brightness_mean"), _ln("contrast + 1.0")
+    bright = Robust.of_sql(ctx, lb, _OK, min_sigma=0.05)
+    head = Robust.of_sql(ctx, lh, _OK, min_sigma=0.05)
+    contrast = Robust.of_sql(ctx, lc, _OK, min_sigma=0.05)
+    cv_dark = Robust.of_sql(ctx, f"({lc}) - ({lb})", _OK, min_sigma=0.05)
+    cv_light = Robust.of_sql(ctx, f"({lc}) - ({lh})", _OK, min_sigma=0.05)
+    # Blur is judged on images with content: a blank image has no detail to lose.
+    judged_sql = f"{_OK} AND sharpness IS NOT NULL AND NOT (contrast < {float(q.flat_contrast)!r})"
+    sharp = Robust.of_sql(ctx, _ln("greatest(sharpness, 1e-6)"), judged_sql, min_sigma=0.05)
     ctx.stats["brightness"] = {
         "median": float(np.exp(bright.median) - 1),
         "log_sigma": bright.sigma,
     }
-    n = ok.height
-    out = []
     median_grey = round(float(np.exp(bright.median) - 1), 1)
+    typical_std = round(float(np.exp(contrast.median) - 1), 1)
+    typical_sharp = round(float(np.exp(sharp.median)), 3)
+    ctx.stats["sharpness"] = {"median": typical_sharp, "log_sigma": sharp.sigma}
+    gray_share = float(gray_share or 0.0)
+    ctx.stats["grayscale_share"] = gray_share
 
-    def unusual(name: str, always: pl.Expr, adaptive: pl.Expr, score: pl.Expr, details: pl.Expr,
-                what: str) -> None:  # fmt: skip
-        n_adaptive = ok.filter(adaptive & ~always).height
-        if too_common(ctx, name, n_adaptive, n, what):
-            adaptive = pl.lit(False)
-        rows = ok.filter(always | adaptive)
-        out.append(
-            issue_rows(rows, name, pl.max_horizontal(score, always.cast(pl.Float64)), details)
-        )
-
+    mean = pl.col("brightness_mean")
     z_b, z_h, z_c = bright.z(pl.col("_lb")), head.z(pl.col("_lh")), contrast.z(pl.col("_lc"))
     grey_text = pl.format("mean grey {} (dataset median {})", mean.round(1), pl.lit(median_grey))
     # Under- or over-exposure scales the contrast down with the headroom, so contrast per
     # unit of headroom stays as usual; little ink on black (a thin digit) is darker on
     # average too, but its contrast per unit of mean is far above the usual.
     washed = z_c <= -q.z / 2
-    cv_dark = Robust.of((ok["_lc"] - ok["_lb"]).to_numpy(), min_sigma=0.05)
-    cv_light = Robust.of((ok["_lc"] - ok["_lh"]).to_numpy(), min_sigma=0.05)
     # (JPEG noise keeps some contrast in a nearly black or white image: past twice the
     # threshold the exposure alone decides)
     scaled_dark = (cv_dark.z(pl.col("_lc") - pl.col("_lb")) < q.exposure_cv_z) | (z_b <= -2 * q.z)
     scaled_light = (cv_light.z(pl.col("_lc") - pl.col("_lh")) < q.exposure_cv_z) | (z_h <= -2 * q.z)
     plain = pl.col("contrast") < q.low_info_max_contrast
-    unusual("dark", (mean < q.dark_always_mean) & plain,
-            (mean <= q.dark_max_mean) & (z_b <= -q.z) & washed & scaled_dark,
-            _severity(z_b, q.z), grey_text, f"the typical mean grey level is {median_grey}")  # fmt: skip
-    unusual("light", (mean > q.light_always_mean) & plain,
-            (mean >= q.light_min_mean) & (z_h <= -q.z) & washed & scaled_light,
-            _severity(z_h, q.z), grey_text, f"the typical mean grey level is {median_grey}")  # fmt: skip
-    typical_std = round(float(np.exp(contrast.median) - 1), 1)
-    unusual("low_information", is_flat(q),
-            (pl.col("contrast") < q.low_info_max_contrast) & (z_c <= -q.z), _severity(z_c, q.z),
-            pl.format("grey std {} (dataset median {}), entropy {} bits", pl.col("contrast").round(1),
-                      pl.lit(typical_std), pl.col("entropy").round(2)),
-            f"the typical grey std is {typical_std}")  # fmt: skip
-
-    # Blur is judged on images with content: a blank image has no detail to lose.
-    judged = ok.filter(pl.col("sharpness").is_not_null() & ~is_flat(q))
-    sharp = Robust.of(np.log(np.clip(judged["sharpness"].to_numpy(), 1e-6, None)), min_sigma=0.05)
-    typical_sharp = round(float(np.exp(sharp.median)), 3)
-    ctx.stats["sharpness"] = {"median": typical_sharp, "log_sigma": sharp.sigma}
+    # name -> (always, adaptive, score, details); blurry has no absolute limit
+    rules = {
+        "dark": ((mean < q.dark_always_mean) & plain,
+                 (mean <= q.dark_max_mean) & (z_b <= -q.z) & washed & scaled_dark,
+                 _severity(z_b, q.z), grey_text),
+        "light": ((mean > q.light_always_mean) & plain,
+                  (mean >= q.light_min_mean) & (z_h <= -q.z) & washed & scaled_light,
+                  _severity(z_h, q.z), grey_text),
+        "low_information": (
+            is_flat(q), (pl.col("contrast") < q.low_info_max_contrast) & (z_c <= -q.z),
+            _severity(z_c, q.z),
+            pl.format("grey std {} (dataset median {}), entropy {} bits",
+                      pl.col("contrast").round(1), pl.lit(typical_std),
+                      pl.col("entropy").round(2))),
+    }  # fmt: skip
     z_s = sharp.z(pl.col("sharpness").clip(1e-6).log())
-    blurry = (pl.col("sharpness") <= q.blurry_max_sharpness) & (z_s <= -q.blurry_z)
-    if too_common(ctx, "blurry", judged.filter(blurry).height, n,
-                  f"the typical fine/coarse detail ratio is {typical_sharp}"):  # fmt: skip
-        blurry = pl.lit(False)
-    out.append(
-        issue_rows(
-            judged.filter(blurry),
-            "blurry",
-            pl.max_horizontal(_severity(z_s, q.blurry_z), pl.lit(0.5)),
-            pl.format(
-                "sharpness {} (dataset median {}; lower is blurrier)",
-                pl.col("sharpness").round(3),
-                pl.lit(typical_sharp),
-            ),
-        )  # fmt: skip
-    )
+    judged = pl.col("sharpness").is_not_null() & ~is_flat(q)
+    blurry = judged & (pl.col("sharpness") <= q.blurry_max_sharpness) & (z_s <= -q.blurry_z)
+    blurry_rows = (
+        pl.max_horizontal(_severity(z_s, q.blurry_z), pl.lit(0.5)),
+        pl.format("sharpness {} (dataset median {}; lower is blurrier)",
+                  pl.col("sharpness").round(3), pl.lit(typical_sharp)),
+    )  # fmt: skip
+    gray_rule = gray_share < q.grayscale_max_share
+    gray_text = f"R = G = B in a colour dataset ({gray_share:.1%} of images are grayscale)"
 
-    gray_share = float(ok["is_grayscale"].mean() or 0.0)
-    ctx.stats["grayscale_share"] = gray_share
-    if gray_share < q.grayscale_max_share:
-        gray = ok.filter(pl.col("is_grayscale") & ~is_flat(q))
-        out.append(
-            issue_rows(
-                gray,
-                "grayscale",
-                pl.lit(1.0 - gray_share),
-                pl.lit(f"R = G = B in a colour dataset ({gray_share:.1%} of images are grayscale)"),
-            )
+    found: dict[str, list[pl.DataFrame]] = {name: [] for name in (*rules, "blurry", "grayscale")}
+    adaptive_only = dict.fromkeys(rules, 0)
+    n_blurry = 0
+    for chunk in ctx.chunks(
+        f"""SELECT file_id, brightness_mean, contrast, sharpness, entropy, is_grayscale
+            FROM {{images}} WHERE {_OK} ORDER BY file_id"""
+    ):
+        chunk = chunk.with_columns(
+            (mean + 1.0).log().alias("_lb"),
+            (256.0 - mean).log().alias("_lh"),
+            (pl.col("contrast") + 1.0).log().alias("_lc"),
         )
-    return pl.concat(out)
+        for name, (always, adaptive, score, details) in rules.items():
+            hit = chunk.filter(always | adaptive).with_columns(
+                always.fill_null(False).alias("_always")
+            )
+            adaptive_only[name] += hit.filter(adaptive & ~always).height
+            rows = issue_rows(hit, name, pl.max_horizontal(score, always.cast(pl.Float64)), details)
+            found[name].append(rows.with_columns(hit["_always"]))
+        hit = chunk.filter(blurry)
+        n_blurry += hit.height
+        found["blurry"].append(issue_rows(hit, "blurry", *blurry_rows))
+        if gray_rule:
+            gray = chunk.filter(pl.col("is_grayscale") & ~is_flat(q))
+            found["grayscale"].append(
+                issue_rows(gray, "grayscale", pl.lit(1.0 - gray_share), pl.lit(gray_text))
+            )
+
+    out = []
+    whats = {"dark": f"the typical mean grey level is {median_grey}",
+             "light": f"the typical mean grey level is {median_grey}",
+             "low_information": f"the typical grey std is {typical_std}"}  # fmt: skip
+    for name in rules:
+        rows = pl.concat(found[name]) if found[name] else empty_issues()
+        if "_always" in rows.columns:
+            if too_common(ctx, name, adaptive_only[name], n, whats[name]):
+                rows = rows.filter(pl.col("_always"))
+            rows = rows.drop("_always")
+        out.append(rows)
+    blurry_found = pl.concat(found["blurry"]) if found["blurry"] else empty_issues()
+    if too_common(ctx, "blurry", n_blurry, n,
+                  f"the typical fine/coarse detail ratio is {typical_sharp}"):  # fmt: skip
+        blurry_found = empty_issues()
+    out.append(blurry_found)
+    out.extend(found["grayscale"])
+    return pl.concat([o.cast(empty_issues().schema) for o in out])
 
 
 def _severity(z: pl.Expr, threshold: float) -> pl.Expr:

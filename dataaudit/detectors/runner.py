@@ -17,7 +17,10 @@ import polars as pl
 from dataaudit.detectors.base import DetectContext, Finding, empty_issues
 from dataaudit.detectors.config import DetectConfig
 from dataaudit.detectors.registry import DETECTORS
+from dataaudit.detectors.semantic import drop_temp_tables
 from dataaudit.store import db
+
+MEMORY_LIMIT = "1GB"  # DuckDB's buffer pool during detection
 
 
 @dataclass
@@ -49,6 +52,25 @@ def compute(con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectResul
     ctx = DetectContext.load(con, config)
     issue_frames = [empty_issues()]
     findings: list[Finding] = []
+    # DuckDB spills to its temp directory past this, so detection runs in bounded memory
+    # at any index size (10M images: see bench/bench_scale.py)
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    try:
+        _run_all(ctx, issue_frames, findings)
+    finally:
+        drop_temp_tables(ctx)
+        con.execute("RESET memory_limit")
+    return DetectResult(
+        issues=pl.concat(issue_frames),
+        findings=findings,
+        pairs=ctx.pairs if ctx.pairs is not None else pl.DataFrame(),
+        groups=ctx.groups if ctx.groups is not None else pl.DataFrame(),
+        stats=ctx.stats,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _run_all(ctx: DetectContext, issue_frames: list[pl.DataFrame], findings: list[Finding]) -> None:
     for detector in DETECTORS:
         out = detector.run(ctx)
         if isinstance(out, pl.DataFrame):
@@ -60,14 +82,6 @@ def compute(con: duckdb.DuckDBPyConnection, config: DetectConfig) -> DetectResul
                 ctx.flagged.setdefault(issue, set()).update(ids)
         else:
             findings.extend(out)
-    return DetectResult(
-        issues=pl.concat(issue_frames),
-        findings=findings,
-        pairs=ctx.pairs if ctx.pairs is not None else pl.DataFrame(),
-        groups=ctx.groups if ctx.groups is not None else pl.DataFrame(),
-        stats=ctx.stats,
-        elapsed_s=time.perf_counter() - started,
-    )
 
 
 def run_detectors(

@@ -42,63 +42,73 @@ from dataaudit.detectors.base import (
     has_table,
     issue_rows,
 )
-from dataaudit.embed.analysis import knn_distance, label_disagreement
 
 # Issues that explain why an image sits far from the rest (outliers read them).
 EXPLAINING_ISSUES = ("corrupt", "dark", "light", "blurry", "low_information", "grayscale",
                      "odd_size", "odd_aspect_ratio")  # fmt: skip
 
 
-def _knn_matrix(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(file_ids (N,), neighbour positions (N, k) with -1 for none, similarities (N, k)).
+def _per_file(ctx: DetectContext, scope: str) -> str:
+    """A temp table (file_id, d): mean cosine distance to the k neighbours of every image
+    in the graph of ``scope`` (NULL for an image seen only as a neighbour), aggregated in
+    DuckDB so the 10 x N rows of the graph never come to Python. Made once per run."""
+    name = f"_da_knn_{scope}_{id(ctx)}"
+    if ctx.cache.get(name) is None:
+        ctx.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {name} AS
+                SELECT file_id, 1.0 - avg(CAST(similarity AS DOUBLE))
+                           FILTER (WHERE NOT isnan(similarity)) AS d
+                FROM knn WHERE scope = ? GROUP BY file_id
+                UNION ALL
+                SELECT DISTINCT neighbor_id, NULL FROM knn WHERE scope = ?
+                  AND neighbor_id NOT IN (SELECT file_id FROM knn WHERE scope = ?)""",
+            [scope, scope, scope],
+        )
+        ctx.cache[name] = name
+        ctx.cache.setdefault("temp_tables", []).append(name)
+    return name
 
-    Read once per detect run: outliers and label errors both use the global graph.
-    """
-    key = f"knn:{scope}"
-    if key not in ctx.cache:
-        ctx.cache[key] = _read_knn(ctx, scope)
-    return ctx.cache[key]
 
-
-def _read_knn(ctx: DetectContext, scope: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = ctx.con.sql(
-        "SELECT file_id, neighbor_id, rank, similarity FROM knn WHERE scope = ? ORDER BY ALL",
-        params=[scope],
-    ).pl()
-    if rows.height == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
-    ids = np.unique(np.concatenate([rows["file_id"].to_numpy(), rows["neighbor_id"].to_numpy()]))
-    k = int(rows["rank"].max())
-    pos = np.searchsorted(ids, rows["file_id"].to_numpy())
-    nb = np.searchsorted(ids, rows["neighbor_id"].to_numpy())
-    rank = rows["rank"].to_numpy().astype(np.int64) - 1
-    idx = np.full((len(ids), k), -1, dtype=np.int64)
-    sim = np.full((len(ids), k), np.nan, dtype=np.float32)
-    idx[pos, rank] = nb
-    sim[pos, rank] = rows["similarity"].to_numpy()
-    return ids, idx, sim
+def drop_temp_tables(ctx: DetectContext) -> None:
+    """Drop the temp tables detectors made (end of a detect run)."""
+    for name in ctx.cache.pop("temp_tables", []):
+        ctx.con.execute(f"DROP TABLE IF EXISTS {name}")
+        ctx.cache.pop(name, None)
 
 
 def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
+    """Distances and their robust z-scores are computed in DuckDB; only the candidates
+    (z beyond a threshold) and the ``ranked_rows`` most distant images come back."""
     if not has_table(ctx, "knn"):
         return empty_issues()
     p = ctx.config.semantic
-    ids, idx, sim = _knn_matrix(ctx, "all")
-    if len(ids) < 3:
+    all_t = _per_file(ctx, "all")
+    if ctx.con.execute(f"SELECT count(*) FROM {all_t}").fetchall()[0][0] < 3:  # type: ignore[index]
         return empty_issues()
-    z_all = Robust.of(knn_distance(sim)).z_array(knn_distance(sim))
-    z_label = np.full(len(ids), np.nan)
-    lab_ids, _, lab_sim = _knn_matrix(ctx, "label")
-    if len(lab_ids):
-        d_label = knn_distance(lab_sim)
-        z_label[np.searchsorted(ids, lab_ids)] = Robust.of(d_label).z_array(d_label)
+    lab_t = _per_file(ctx, "label")
+    r_all = Robust.of_sql(ctx, "d", table=all_t)
+    r_lab = Robust.of_sql(ctx, "d", table=lab_t)
+    z_lab = f"(l.d - {r_lab.median!r}) / {r_lab.sigma!r}"
+    frame = ctx.rows(
+        f"""WITH z AS (
+                SELECT a.file_id, (a.d - {r_all.median!r}) / {r_all.sigma!r} AS z_all,
+                       CASE WHEN isfinite({z_lab}) THEN {z_lab} END AS z_label
+                FROM {all_t} a LEFT JOIN {lab_t} l USING (file_id))
+            SELECT * FROM z WHERE z_all >= ? OR z_label >= ?
+            UNION
+            (SELECT * FROM z ORDER BY z_all DESC NULLS LAST, file_id LIMIT ?)
+            ORDER BY file_id""",
+        [p.outlier_z, p.cluster_z, p.ranked_rows],
+    )
     explained = {fid: issue for issue in EXPLAINING_ISSUES for fid in ctx.flagged.get(issue, ())}
+    ids = frame["file_id"].to_numpy()
     why = np.array([explained.get(int(f)) for f in ids], dtype=object)
-    cluster = _clusters(ctx, ids, idx, z_label, why)
+    z_label = frame["z_label"].to_numpy().astype(np.float64)
+    cluster = _clusters(ctx, ids, z_label, why)
     frame = pl.DataFrame(
         {
             "file_id": ids,
-            "z_all": z_all,
+            "z_all": frame["z_all"].to_numpy().astype(np.float64),
             "z_label": z_label,
             "why": why.tolist(),
             "cluster": cluster.tolist(),
@@ -114,7 +124,7 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
     severity = (
         pl.when(in_cluster).then(pl.max_horizontal(severity, pl.lit(0.6))).otherwise(severity)
     )
-    return issue_rows(
+    rows = issue_rows(
         frame,
         "outlier",
         pl.when(pl.col("why").is_null() | in_cluster).then(severity).otherwise(0.5 * severity),
@@ -133,32 +143,61 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
         is_issue=(single | in_cluster).fill_null(False),
         group_id=pl.col("cluster"),
     )  # fmt: skip
+    return _keep_ranked(rows, frame["z_all"], p.ranked_rows)
+
+
+def _keep_ranked(rows: pl.DataFrame, key: pl.Series, limit: int) -> pl.DataFrame:
+    """Every flagged row, and of the others the ``limit`` with the largest ``key``."""
+    ranked = rows.with_columns(key.fill_null(float("-inf")).alias("_key"))
+    rest = ranked.filter(~pl.col("is_issue")).sort(["_key", "file_id"], descending=[True, False])
+    kept = pl.concat([ranked.filter(pl.col("is_issue")), rest.head(limit)]).sort("file_id")
+    return kept.drop("_key")
 
 
 def _clusters(
-    ctx: DetectContext, ids: np.ndarray, idx: np.ndarray, z_label: np.ndarray, why: np.ndarray
+    ctx: DetectContext, ids: np.ndarray, z_label: np.ndarray, why: np.ndarray
 ) -> np.ndarray:
     """Cluster id (its smallest file id) of each image in a far-from-its-label cluster, else
-    None. Records one dataset-level finding per cluster."""
+    None. Records one dataset-level finding per cluster. ``ids`` must hold every image with
+    a within-label z of at least ``cluster_z``; only their neighbours are read."""
     p = ctx.config.semantic
     n = len(ids)
     out = np.full(n, None, dtype=object)
-    cand = (np.nan_to_num(z_label, nan=-np.inf) >= p.cluster_z) & np.array([w is None for w in why])
+    cand = (np.nan_to_num(z_label, nan=-np.inf) >= p.cluster_z) & np.array(
+        [w is None for w in why], dtype=bool
+    )
     if cand.sum() < p.cluster_min_size:
         return out
-    valid = idx >= 0
+    # neighbours of the candidates only, as positions in ids (-1: not a candidate)
+    edges = ctx.of_ids(
+        ids[cand], "file_id, neighbor_id, rank", table="(SELECT * FROM knn WHERE scope = 'all')"
+    )
+    k = int(edges["rank"].max()) if edges.height else 1
+    rows_at = np.searchsorted(ids, edges["file_id"].to_numpy())
+    nb = edges["neighbor_id"].to_numpy()
+    nb_pos = np.searchsorted(ids, nb)
+    found = (nb_pos < n) & (ids[np.minimum(nb_pos, n - 1)] == nb)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    valid = np.zeros((n, k), dtype=bool)
+    slot = edges["rank"].to_numpy().astype(np.int64) - 1
+    idx[rows_at, slot] = np.where(found, nb_pos, n)  # n: a neighbour that is no candidate
+    valid[rows_at, slot] = True
+    cand_ext = np.append(cand, False)
     # Keep, twice over, the candidates most of whose neighbours are candidates too: a wrong
     # label's neighbours are ordinary images of another class, a batch's are each other.
     for _ in range(2):
-        nb_cand = np.where(valid, cand[np.where(valid, idx, 0)], False)
+        nb_cand = np.where(valid, cand_ext[np.where(valid, idx, n)], False)
         frac = nb_cand.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
         cand = cand & (frac >= 0.5)
-    nb_cand = np.where(valid, cand[np.where(valid, idx, 0)], False)
+        cand_ext = np.append(cand, False)
+    nb_cand = np.where(valid, cand_ext[np.where(valid, idx, n)], False)
     rows, cols = np.nonzero(nb_cand & cand[:, None])
     graph = coo_matrix((np.ones(len(rows), np.int8), (rows, idx[rows, cols])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
-    paths = dict(ctx.images.select("file_id", "path").iter_rows())
-    labels = dict(ctx.images.select("file_id", "label").iter_rows())
+    members_all = ids[cand]
+    info = ctx.of_ids(members_all, "file_id, path, label") if len(members_all) else None
+    paths = dict(info.select("file_id", "path").iter_rows()) if info is not None else {}
+    labels = dict(info.select("file_id", "label").iter_rows()) if info is not None else {}
     for c in np.unique(comp[cand]):
         members = np.flatnonzero((comp == c) & cand)
         if len(members) < p.cluster_min_size:
@@ -186,26 +225,46 @@ def _clusters(
 
 
 def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
+    """The similarity-weighted neighbour vote (see ``embed.analysis.label_disagreement``)
+    as GROUP BY file_id, neighbour label in DuckDB; only the images whose vote names another
+    label and the ``ranked_rows`` least agreeing others come back."""
     if not has_table(ctx, "knn"):
         return empty_issues()
     p = ctx.config.semantic
-    ids, idx, sim = _knn_matrix(ctx, "all")
-    if len(ids) < 3:
+    if ctx.con.execute(f"SELECT count(*) FROM {_per_file(ctx, 'all')}").fetchall()[0][0] < 3:  # type: ignore[index]
         return empty_issues()
-    labels_of = dict(ctx.images.select("file_id", "label").iter_rows())
-    labels = np.array([labels_of.get(int(i)) for i in ids], dtype=object)
-    suggested, agreement, own_share = label_disagreement(idx, sim, labels)
-    frame = pl.DataFrame(
-        {
-            "file_id": ids,
-            "label": labels.astype(str),
-            "has_label": [lab is not None for lab in labels],
-            "suggested": [None if s is None else str(s) for s in suggested],
-            "agreement": agreement,
-            "own_share": own_share,
-        },
-        schema_overrides={"suggested": pl.String},
-    ).filter(pl.col("has_label") & pl.col("own_share").is_not_nan())
+    name = f"_da_votes_{id(ctx)}"
+    ctx.cache.setdefault("temp_tables", []).append(name)
+    # A label '' counts as none, as in label_disagreement; negative or NaN similarities
+    # vote with weight 0; ties go to the label that sorts first.
+    ctx.con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {name} AS
+            WITH lab AS (SELECT file_id, label FROM {ctx.table}
+                         WHERE label IS NOT NULL AND label <> ''),
+            votes AS (
+                SELECT k.file_id, nl.label AS nb_label, count(*) AS c,
+                       sum(CASE WHEN isnan(k.similarity) THEN 0.0
+                                ELSE greatest(CAST(k.similarity AS DOUBLE), 0.0) END) AS w
+                FROM knn k JOIN lab nl ON nl.file_id = k.neighbor_id
+                WHERE k.scope = 'all' GROUP BY ALL),
+            per_file AS (
+                SELECT v.file_id, o.label, sum(v.w) AS total, sum(v.c) AS labelled,
+                       first(v.nb_label ORDER BY v.w DESC, v.nb_label) AS suggested,
+                       sum(CASE WHEN v.nb_label = o.label THEN v.w ELSE 0.0 END) AS own_w,
+                       sum(CASE WHEN v.nb_label = o.label THEN v.c ELSE 0 END) AS same
+                FROM votes v JOIN lab o USING (file_id) GROUP BY v.file_id, o.label)
+            SELECT file_id, label, suggested, same / labelled AS agreement,
+                   own_w / total AS own_share
+            FROM per_file WHERE total > 0"""
+    )
+    candidates = f"suggested <> label AND own_share <= {float(p.label_max_own_share)!r}"
+    n_cand = ctx.con.execute(f"SELECT count(*) FROM {name} WHERE {candidates}").fetchall()[0][0]  # type: ignore[index]
+    frame = ctx.rows(
+        f"""SELECT * FROM {name} WHERE {candidates}
+            UNION (SELECT * FROM {name} ORDER BY own_share, file_id LIMIT ?)
+            ORDER BY file_id""",
+        [p.ranked_rows + n_cand],
+    ).with_columns(pl.col("agreement", "own_share").cast(pl.Float64))
     # Images already explained (flat, tiny, out of domain, ...) have no trustworthy vote.
     explained = set().union(*(ctx.flagged.get(i, set()) for i in (*EXPLAINING_ISSUES, "outlier")))
     flagged = (
@@ -213,7 +272,7 @@ def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
         & (pl.col("own_share") <= p.label_max_own_share)
         & ~pl.col("file_id").is_in(list(explained))
     )
-    return issue_rows(
+    rows = issue_rows(
         frame,
         "label_error",
         1.0 - pl.col("own_share"),
@@ -226,3 +285,4 @@ def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
         ),
         is_issue=flagged.fill_null(False),
     )
+    return _keep_ranked(rows, 1.0 - frame["own_share"], p.ranked_rows)
