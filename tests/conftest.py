@@ -24,8 +24,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Property tests draw the same examples on every run: a red CI must be reproducible, never luck.
-settings.register_profile("deterministic", derandomize=True, print_blob=True)
+# Property tests draw the same examples on every run and have no deadline: a red CI must be
+# reproducible, never luck or a busy machine.
+settings.register_profile("deterministic", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("deterministic")
 
 # File names that break naive path handling; every scan test that walks names uses these.

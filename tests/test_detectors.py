@@ -146,6 +146,14 @@ def test_leakage_across_splits(dataset: Path) -> None:
     assert flagged(rows, "exact_duplicate") == pair
     leak = rows.filter(pl.col("issue") == "leakage")
     assert "test" in leak["details"][0] and "train" in leak["details"][0]
+    # The copy to keep is the training one (export's rule), though "test/" sorts first.
+    con = open_index(dataset.parent / f"{dataset.name}.duckdb")
+    reps = con.sql(
+        "SELECT i.path FROM duplicate_groups g JOIN images i USING (file_id) "
+        "WHERE g.is_representative"
+    ).fetchall()
+    con.close()
+    assert reps == [("train/cat/cat_train_6.jpg",)]
 
 
 def _save_array(arr: np.ndarray, path: Path) -> None:

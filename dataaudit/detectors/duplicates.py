@@ -13,7 +13,8 @@ Pairs are found in layers, each recorded with the pair:
   after rescaling and sliding one over the other (crops, zooms; :mod:`.align`).
 
 Groups are connected components over all layers; the representative (the copy to keep) is
-the largest image, then the largest file, then the first path. A group whose members sit
+chosen by ``groups.rank_members``, export's rule: most pixels, fewest issues so far, the
+training side, the larger file, the first path. A group whose members sit
 in more than one split is ``leakage``, counted per split pair.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from dataaudit.detectors.base import DetectContext, has_table, issue_rows
-from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame
+from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame, rank_members
 from dataaudit.detectors.hamming import hamming_pairs
 
 EXACT_LAYERS = ("bytes", "pixels")
@@ -311,21 +312,23 @@ def _groups(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
                                     "is_representative": pl.Boolean})  # fmt: skip
     members = group_frame(pairs).select(pl.col("id").alias("file_id"),
                                         pl.col("group_id").alias("component"))  # fmt: skip
-    ranked = (
+    # The files' issues found so far (integrity) count against keeping them, as in export.
+    flagged = [(f, issue) for issue, ids in ctx.flagged.items() for f in ids]
+    n_issues = pl.DataFrame(flagged, schema={"file_id": pl.Int64, "issue": pl.String},
+                            orient="row").group_by("file_id").agg(pl.len().alias("n_issues"))  # fmt: skip
+    ranked = rank_members(
         members.join(
-            ctx.of_ids(members["file_id"], "file_id, path, width, height, bytes"), on="file_id"
+            ctx.of_ids(members["file_id"], "file_id, path, split, width, height, bytes"),
+            on="file_id",
         )
-        .with_columns((pl.col("width").fill_null(0) * pl.col("height").fill_null(0)).alias("px"))
-        .sort(["component", "px", "bytes", "path"], descending=[False, True, True, False])
+        .join(n_issues, on="file_id", how="left")
+        .rename({"component": "group_id"})
     )
-    rep = (
-        ranked.group_by("component", maintain_order=True)
-        .first()
-        .select("component", pl.col("file_id").alias("group_id"))
-    )
-    return ranked.join(rep, on="component").select(
-        "file_id", "group_id", (pl.col("file_id") == pl.col("group_id")).alias("is_representative")
-    )
+    rep = ranked.filter("is_representative").select("group_id", pl.col("file_id").alias("rep"))
+    return ranked.join(rep, on="group_id").select(
+        "file_id", pl.col("rep").alias("group_id"), (pl.col("file_id") == pl.col("rep"))
+        .alias("is_representative"),
+    )  # fmt: skip
 
 
 def _path_of(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:

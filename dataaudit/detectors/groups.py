@@ -3,7 +3,9 @@
     groups = group_frame(pairs)   # pairs: columns a, b -> id, group_id, group_size
 
 A group's id is its smallest member id, so group ids are stable across runs and do not
-depend on the order in which pairs arrive (a~b and b~a give the same answer). Ids that are
+depend on the order in which pairs arrive (a~b and b~a give the same answer). Which member
+to keep is ``rank_members``: the one rule shared by the duplicate detector (the stored
+``is_representative``) and export (which re-applies it among the files still present). Ids that are
 in no pair are in no group and are left out. Components come from
 ``scipy.sparse.csgraph.connected_components`` (compiled, linear in the number of pairs).
 """
@@ -22,6 +24,7 @@ from dataaudit.errors import DataAuditError
 # A duplicate pair as the detectors keep it: a < b, the layer that linked them, its distance.
 PAIR_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "layer": pl.String, "distance": pl.Float64}
 GROUP_SCHEMA = {"id": pl.Int64, "group_id": pl.Int64, "group_size": pl.Int64}
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}  # lower = training side; others after
 
 
 def empty_pairs() -> pl.DataFrame:
@@ -75,3 +78,30 @@ def connected_components(ids: Sequence[int], pairs: Iterable[tuple[int, int]]) -
         if lab not in smallest or node < smallest[lab]:
             smallest[lab] = node
     return {node: smallest[int(labels[i])] for node, i in index.items()}
+
+
+def rank_members(members: pl.DataFrame) -> pl.DataFrame:
+    """Members of each group, best copy to keep first, with ``is_representative`` on it.
+
+    ``members`` has group_id, file_id, path, split, width, height, bytes and optionally
+    n_issues (other issues of the file) and reviewer_kept. Best = kept by a reviewer, then
+    most pixels, then fewest other issues, then the training side of the split, then the
+    larger file, then the first path (deterministic).
+    """
+    ranked = members.with_columns(
+        (pl.col("width").fill_null(0).cast(pl.Int64) * pl.col("height").fill_null(0)).alias("px"),
+        (pl.col("n_issues").fill_null(0) if "n_issues" in members.columns else pl.lit(0))
+        .cast(pl.Int64)
+        .alias("n_issues"),
+        pl.col("split").replace_strict(SPLIT_ORDER, default=3, return_dtype=pl.Int8)
+        .alias("split_rank"),
+        (pl.col("reviewer_kept").fill_null(False) if "reviewer_kept" in members.columns
+         else pl.lit(False)).alias("reviewer_kept"),
+    ).sort(
+        ["group_id", "reviewer_kept", "px", "n_issues", "split_rank", "bytes", "path"],
+        descending=[False, True, True, False, False, True, False],
+        nulls_last=True,
+    )  # fmt: skip
+    return ranked.with_columns(
+        (pl.int_range(pl.len()).over("group_id") == 0).alias("is_representative")
+    )

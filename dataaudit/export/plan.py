@@ -20,8 +20,10 @@ A reviewer's "keep" exempts the file from rules 3-6 (a person looked at it; a fl
 duplicate they keep is most often a false match) and makes it its group's representative.
 Only ``corrupt`` still applies: an undecodable file cannot be trained on.
 
-The index's stored ``is_representative`` ranks by resolution and bytes only, and may have been
-dropped by an earlier rule, so the representative is chosen again among the survivors.
+The index's stored ``is_representative`` follows the same rule (``groups.rank_members``) but
+knows neither reviewer decisions nor the issues found after the duplicate detector ran, and it
+may have been dropped by an earlier rule, so the representative is chosen again among the
+survivors.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from dataaudit.detectors.groups import SPLIT_ORDER, rank_members
 from dataaudit.errors import DataAuditError
 
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}  # lower = training side
 LEAKAGE_CHOICES = ("drop-eval", "keep-eval", "ignore")
 # Issue types that are handled by their own rule, not by ``drop``.
 STRUCTURAL = ("corrupt", "exact_duplicate", "near_duplicate", "leakage")
@@ -258,24 +260,10 @@ def representatives(
     kept_ids = [] if kept is None else kept["file_id"].to_list()
     other = issues.filter(~pl.col("issue").is_in(STRUCTURAL))
     n_issues = other.group_by("file_id").agg(pl.col("issue").n_unique().alias("n_issues"))
-    ranked = (
+    return rank_members(
         members.join(files, on="file_id")
         .join(n_issues, on="file_id", how="left")
-        .with_columns(
-            (pl.col("width").fill_null(0).cast(pl.Int64) * pl.col("height").fill_null(0)).alias(
-                "px"
-            ),
-            pl.col("n_issues").fill_null(0),
-            _split_rank().alias("split_rank"),
-            pl.col("file_id").is_in(kept_ids).alias("reviewer_kept"),
-        )
-        .sort(
-            ["group_id", "reviewer_kept", "px", "n_issues", "split_rank", "bytes", "path"],
-            descending=[False, True, True, False, False, True, False],
-        )
-    )
-    return ranked.with_columns(
-        (pl.int_range(pl.len()).over("group_id") == 0).alias("is_representative")
+        .with_columns(pl.col("file_id").is_in(kept_ids).alias("reviewer_kept"))
     )
 
 
