@@ -106,6 +106,32 @@ def test_wrong_label_is_suggested_back(audited: pl.DataFrame) -> None:
     assert "neighbours say blobs" in row["details"][0]
 
 
+def test_unlabelled_folder_with_embeddings(tmp_path: Path) -> None:
+    """No labels means no per-label neighbours: the detectors still run (a NaN spread once
+    reached the SQL as a column name) and the scene among stripes is the top outlier."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(16):
+        stripes(i).save(root / f"{i}.jpg", quality=92)
+    foreign(3).save(root / "scene.jpg", quality=92)
+    db = tmp_path / "index.duckdb"
+    from dataaudit.embed.stage import EmbedStage
+
+    scan(root, db, ScanOptions(workers=0, embed=EmbedStage()))
+    con = open_index(db)
+    try:
+        assert con.sql("SELECT count(*) FROM knn WHERE scope = 'label'").fetchall() == [(0,)]
+        cfg, _ = load_config()
+        run_detectors(con, cfg)
+        ranked = con.sql(
+            "SELECT i.path FROM issues s JOIN images i USING (file_id) "
+            "WHERE s.issue = 'outlier' ORDER BY s.score DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    assert ranked[0] == ("scene.jpg",)
+
+
 # torch belongs to embedding and training code only. Everything else, the torch-free parts of
 # dataaudit.embed included (scan workers import spec; stage imports torch only when used),
 # must import without it, or a --no-embed scan, the CLI and the app pay seconds and GBs.

@@ -217,6 +217,12 @@ class Robust:
         return (np.asarray(values, dtype=np.float64) - self.median) / self.sigma
 
 
+def sql_float(x: float) -> str:
+    """A float as a DuckDB literal, NaN and infinities included (``repr`` gives ``nan``,
+    which SQL would read as a column name)."""
+    return f"CAST('{float(x)!r}' AS DOUBLE)"
+
+
 def weighted_median(values: np.ndarray, counts: np.ndarray) -> float:
     """``np.median(np.repeat(values, counts))`` without the repeat."""
     order = np.argsort(values, kind="stable")

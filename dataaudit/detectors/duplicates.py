@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dataaudit.detectors.base import DetectContext, has_table, issue_rows
+from dataaudit.detectors.base import DetectContext, has_table, issue_rows, sql_float
 from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame, rank_members
 from dataaudit.detectors.hamming import hamming_pairs
 
@@ -139,7 +139,9 @@ def _informative_sql(ctx: DetectContext) -> str:
     """SQL condition: decodable images with enough structure for a perceptual match to mean
     anything (a blank image's hash is noise: blank images would all "match"; the same test
     as ``quality.is_flat``)."""
-    return f"decode_status = 'ok' AND NOT (contrast < {float(ctx.config.quality.flat_contrast)!r})"
+    return (
+        f"decode_status = 'ok' AND NOT (contrast < {sql_float(ctx.config.quality.flat_contrast)})"
+    )
 
 
 def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:

@@ -29,7 +29,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dataaudit.detectors.base import DetectContext, Robust, empty_issues, issue_rows, too_common
+from dataaudit.detectors.base import (
+    DetectContext,
+    Robust,
+    empty_issues,
+    issue_rows,
+    sql_float,
+    too_common,
+)
 from dataaudit.detectors.config import QualityParams
 
 
@@ -62,7 +69,9 @@ def detect_quality(ctx: DetectContext) -> pl.DataFrame:
     cv_dark = Robust.of_sql(ctx, f"({lc}) - ({lb})", _OK, min_sigma=0.05)
     cv_light = Robust.of_sql(ctx, f"({lc}) - ({lh})", _OK, min_sigma=0.05)
     # Blur is judged on images with content: a blank image has no detail to lose.
-    judged_sql = f"{_OK} AND sharpness IS NOT NULL AND NOT (contrast < {float(q.flat_contrast)!r})"
+    judged_sql = (
+        f"{_OK} AND sharpness IS NOT NULL AND NOT (contrast < {sql_float(q.flat_contrast)})"
+    )
     sharp = Robust.of_sql(ctx, _ln("greatest(sharpness, 1e-6)"), judged_sql, min_sigma=0.05)
     ctx.stats["brightness"] = {
         "median": float(np.exp(bright.median) - 1),

@@ -41,6 +41,7 @@ from dataaudit.detectors.base import (
     empty_issues,
     has_table,
     issue_rows,
+    sql_float,
 )
 
 # Issues that explain why an image sits far from the rest (outliers read them).
@@ -88,10 +89,10 @@ def detect_outliers(ctx: DetectContext) -> pl.DataFrame:
     lab_t = _per_file(ctx, "label")
     r_all = Robust.of_sql(ctx, "d", table=all_t)
     r_lab = Robust.of_sql(ctx, "d", table=lab_t)
-    z_lab = f"(l.d - {r_lab.median!r}) / {r_lab.sigma!r}"
+    z_lab = f"(l.d - {sql_float(r_lab.median)}) / {sql_float(r_lab.sigma)}"
     frame = ctx.rows(
         f"""WITH z AS (
-                SELECT a.file_id, (a.d - {r_all.median!r}) / {r_all.sigma!r} AS z_all,
+                SELECT a.file_id, (a.d - {sql_float(r_all.median)}) / {sql_float(r_all.sigma)} AS z_all,
                        CASE WHEN isfinite({z_lab}) THEN {z_lab} END AS z_label
                 FROM {all_t} a LEFT JOIN {lab_t} l USING (file_id))
             SELECT * FROM z WHERE z_all >= ? OR z_label >= ?
@@ -257,7 +258,7 @@ def detect_label_errors(ctx: DetectContext) -> pl.DataFrame:
                    own_w / total AS own_share
             FROM per_file WHERE total > 0"""
     )
-    candidates = f"suggested <> label AND own_share <= {float(p.label_max_own_share)!r}"
+    candidates = f"suggested <> label AND own_share <= {sql_float(p.label_max_own_share)}"
     n_cand = ctx.con.execute(f"SELECT count(*) FROM {name} WHERE {candidates}").fetchall()[0][0]  # type: ignore[index]
     frame = ctx.rows(
         f"""SELECT * FROM {name} WHERE {candidates}
