@@ -231,8 +231,8 @@ def plant_pixel_knn(con: duckdb.DuckDBPyConnection, copies: dict[str, str], k: i
     from dataaudit.detectors.align import small_gray
 
     rows = con.execute(
-        "SELECT i.file_id, i.path, t.jpeg FROM images i JOIN thumbnails t USING (file_id) "
-        "ORDER BY i.file_id"
+        "SELECT i.file_id, i.path, t.jpeg, i.label FROM images i JOIN thumbnails t "
+        "USING (file_id) ORDER BY i.file_id"
     ).fetchall()
     ids = np.array([r[0] for r in rows])
     index = {r[1]: n for n, r in enumerate(rows)}
@@ -245,9 +245,13 @@ def plant_pixel_knn(con: duckdb.DuckDBPyConnection, copies: dict[str, str], k: i
         for x, y in ((index[copy], index[orig]), (index[orig], index[copy])):
             others = [j for j in order[x] if j != y]
             order[x] = [*others[:2], y, *others[2 : k - 1]]
-    # tiny look-alikes all embed alike (0.8-0.9); the order is what matters here
-    knn = [(int(ids[i]), int(ids[j]), r + 1, 0.9 - 0.01 * r, "all")
+    # tiny look-alikes all embed alike (0.8-1.0); the order is what matters here
+    top = np.sort(sim, axis=1)[:, ::-1][:, :k]
+    knn = [(int(ids[i]), int(ids[j]), r + 1, 0.8 + 0.2 * float(top[i, r]), "all")
            for i in range(len(rows)) for r, j in enumerate(order[i])]  # fmt: skip
+    knn += [(int(ids[i]), int(ids[j]), r + 1, 0.8 + 0.2 * float(top[i, r]), "label")
+            for i in range(len(rows))
+            for r, j in enumerate(x for x in order[i] if rows[x][3] == rows[i][3])]  # fmt: skip
     con.execute("DELETE FROM knn")
     con.executemany("INSERT INTO knn VALUES (?, ?, ?, ?, ?)", knn)
 
