@@ -179,3 +179,99 @@ def test_registry_refuses_a_detector_that_reads_what_runs_later(monkeypatch) -> 
     monkeypatch.setattr(registry, "DETECTORS", tuple(order))
     with pytest.raises(RuntimeError, match="outliers reads"):
         registry._check_registry()
+
+
+def test_shifted_and_cropped_copies_of_tiny_digits_are_near_duplicates(tmp_path: Path) -> None:
+    """A 2-px shift and a 90% crop rescaled to 28 px are copies even when the embedding ranks
+    them only 3rd, behind look-alike digits; distinct look-alikes are not copies."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        folder = root / "train" / str(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        digit(rng).save(folder / f"{i}.png")
+    original = Image.open(root / "train/0/0.png")
+    shifted = Image.new("L", (28, 28), 0)
+    shifted.paste(original, (2, -2))
+    shifted.save(root / "train/0/shifted_0.png")
+    cropped = Image.open(root / "train/1/1.png").crop((1, 2, 26, 27))
+    cropped.resize((28, 28), Image.Resampling.BICUBIC).save(root / "train/1/cropped_1.png")
+    db = tmp_path / "data.duckdb"
+    scan(root, db, ScanOptions(workers=0))
+    con = open_index(db)
+    try:
+        plant_pixel_knn(con, copies={"train/0/shifted_0.png": "train/0/0.png",
+                                     "train/1/cropped_1.png": "train/1/1.png"})  # fmt: skip
+
+        def near(*overrides: str) -> set[str]:
+            cfg, _ = load_config(overrides=list(overrides))
+            run_detectors(con, cfg)
+            rows = con.sql(
+                "SELECT i.path FROM issues s JOIN images i USING (file_id) "
+                "WHERE s.is_issue AND s.issue = 'near_duplicate'"
+            ).pl()
+            return set(rows["path"].to_list())
+
+        copies = {
+            "train/0/0.png",
+            "train/0/shifted_0.png",
+            "train/1/1.png",
+            "train/1/cropped_1.png",
+        }
+        assert near() == copies
+        # checking only each image's nearest neighbour (as before) misses both copies
+        assert near("duplicates.align_ranks=1") & copies == set()
+    finally:
+        con.close()
+
+
+def plant_pixel_knn(con: duckdb.DuckDBPyConnection, copies: dict[str, str], k: int = 10) -> None:
+    """A kNN table from pixel cosine similarity (a stand-in embedding), with each copy's
+    original moved to rank 3 behind two look-alikes, as the embedding ranks tiny copies."""
+    from dataaudit.detectors.align import small_gray
+
+    rows = con.execute(
+        "SELECT i.file_id, i.path, t.jpeg, i.label FROM images i JOIN thumbnails t "
+        "USING (file_id) ORDER BY i.file_id"
+    ).fetchall()
+    ids = np.array([r[0] for r in rows])
+    index = {r[1]: n for n, r in enumerate(rows)}
+    vec = np.stack([small_gray(r[2]).ravel() for r in rows])
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    sim = vec @ vec.T
+    np.fill_diagonal(sim, -np.inf)
+    order = [list(np.argsort(-sim[i], kind="stable")[:k]) for i in range(len(rows))]
+    for copy, orig in copies.items():
+        for x, y in ((index[copy], index[orig]), (index[orig], index[copy])):
+            others = [j for j in order[x] if j != y]
+            order[x] = [*others[:2], y, *others[2 : k - 1]]
+    # tiny look-alikes all embed alike (0.8-1.0); the order is what matters here
+    top = np.sort(sim, axis=1)[:, ::-1][:, :k]
+    knn = [(int(ids[i]), int(ids[j]), r + 1, 0.8 + 0.2 * float(top[i, r]), "all")
+           for i in range(len(rows)) for r, j in enumerate(order[i])]  # fmt: skip
+    knn += [(int(ids[i]), int(ids[j]), r + 1, 0.8 + 0.2 * float(top[i, r]), "label")
+            for i in range(len(rows))
+            for r, j in enumerate(x for x in order[i] if rows[x][3] == rows[i][3])]  # fmt: skip
+    con.execute("DELETE FROM knn")
+    con.executemany("INSERT INTO knn VALUES (?, ?, ?, ?, ?)", knn)
+
+
+def test_aligned_content_tells_a_crop_from_another_object_on_the_backdrop() -> None:
+    from dataaudit.detectors.align import (
+        aligned_content_correlation,
+        aligned_correlation,
+        background_of,
+    )
+
+    def grey(im: Image.Image) -> np.ndarray:
+        return np.asarray(im.convert("L"), dtype=np.float32)
+
+    frames = [grey(on_backdrop(i)) for i in range(12)]
+    background = background_of(frames[2:], frames[0].shape)
+    crop = grey(on_backdrop(0).crop((6, 8, 90, 120)))  # 88% of the frame, not resized
+    other = frames[1]
+    # the whole frames line up about as well either way (the backdrop dominates) ...
+    assert aligned_correlation(frames[0], other) > 0.9
+    # ... what differs from the backdrop does not
+    assert aligned_content_correlation(frames[0], crop, background) > 0.95
+    assert aligned_content_correlation(frames[0], other, background) < 0.5

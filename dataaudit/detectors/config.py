@@ -38,10 +38,13 @@ class DuplicateParams:
     use_pixel_hash: bool = True  # same decoded pixels under another encoding = exact
     embed_min_similarity: float = 0.97  # embedding cosine similarity that makes a near copy
     align_min_similarity: float = 0.8  # nearest neighbours this alike are checked for crops
-    align_min_correlation: float = 0.95  # ... and linked if their aligned thumbnails match
+    align_ranks: int = 4  # ... up to this rank (either way; tiny copies hide behind look-alikes)
+    align_min_correlation: float = 0.975  # ... and linked if their aligned thumbnails match
+    align_min_content_correlation: float = 0.85  # ... and so does what differs from the
+    # background (the neighbours' median) at that placement; -1 = off
     min_residual_correlation: float = 0.93  # pHash pairs: content beyond the shared
     # background (thumbnail minus the neighbours' median) must correlate this well; -1 = off
-    align_z: float = 4.0  # ... and be this rare among the nearest neighbours' correlations
+    align_z: float = 3.5  # ... and be this rare among the nearest neighbours' correlations
 
 
 @dataclass
@@ -158,7 +161,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "duplicates.min_correlation": (-1.0, 1.0),
     "duplicates.embed_min_similarity": (-1.0, 1.0),
     "duplicates.align_min_similarity": (-1.0, 1.0),
+    "duplicates.align_ranks": (1, 1000),
     "duplicates.align_min_correlation": (-1.0, 1.0),
+    "duplicates.align_min_content_correlation": (-1.0, 1.0),  # -1 turns the check off
     "quality.z": (0.1, 1000.0),
     "quality.dark_max_mean": (0.0, 255.0),
     "quality.dark_always_mean": (0.0, 255.0),

@@ -53,11 +53,10 @@ def find_pairs(ctx: DetectContext) -> pl.DataFrame:
         [lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in [*layers, perceptual]]
     )
     aligned = _aligned_pairs(ctx, found)
-    # Where distinct neighbours are this alike (tiny digits, one backdrop), the hash and
-    # embedding matches must also line up as well as a copy does.
-    cut = ctx.stats.get("aligned_min_correlation", p.align_min_correlation)
-    if cut > p.align_min_correlation and perceptual.height:
-        perceptual = _aligned_check(ctx, perceptual, cut)
+    # The hash and embedding matches must also line up as well as a copy does in this
+    # dataset, content included (distinct look-alike digits, objects on one backdrop).
+    if "aligned_min_correlation" in ctx.stats and perceptual.height:
+        perceptual = _aligned_check(ctx, perceptual, ctx.stats["aligned_min_correlation"])
     layers += [perceptual, aligned]
     pairs = pl.concat([lf.select(PAIR_SCHEMA.keys()).cast(PAIR_SCHEMA) for lf in layers])
     # Keep each pair once, under its strongest layer (the order above).
@@ -163,10 +162,12 @@ def semantic_duplicate_pairs(ctx: DetectContext) -> pl.DataFrame:
 
 
 def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
-    """Crops and resized copies: each image's nearest embedding neighbour, verified by
-    aligning their thumbnails (:mod:`dataaudit.detectors.align`)."""
-    from dataaudit.detectors.align import aligned_correlation
+    """Crops and resized copies: each image's nearest embedding neighbours (up to
+    ``align_ranks``), verified by aligning their thumbnails (:mod:`dataaudit.detectors.align`).
 
+    On tiny look-alike images (28 px digits) a shifted or rescaled copy is often only the
+    2nd-4th nearest neighbour in embedding space, behind distinct digits of the same class.
+    """
     p = ctx.config.duplicates
     if not has_table(ctx, "knn") or not has_table(ctx, "thumbnails"):
         return empty_pairs()
@@ -178,46 +179,71 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
             f"""
             WITH ok AS (SELECT file_id FROM {{images}} WHERE {_informative_sql(ctx)}
                         AND file_id IN (SELECT file_id FROM thumbnails))
-            SELECT a, b FROM (
-                SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b
-                FROM knn WHERE scope = 'all' AND rank = 1 AND similarity >= ?
+            SELECT a, b, rank FROM (
+                SELECT least(file_id, neighbor_id) AS a, greatest(file_id, neighbor_id) AS b,
+                       min(rank) AS rank
+                FROM knn WHERE scope = 'all' AND rank <= ? AND similarity >= ?
+                  AND file_id <> neighbor_id
                   AND file_id IN (SELECT file_id FROM ok)
                   AND neighbor_id IN (SELECT file_id FROM ok)
                 GROUP BY ALL)
             ANTI JOIN _found_pairs USING (a, b) ORDER BY a, b
             """,
-            [p.align_min_similarity],
+            [p.align_ranks, p.align_min_similarity],
         )
     finally:
         ctx.con.unregister("_found_pairs")
     if cand.height == 0:
         return empty_pairs()
-    gray = _thumbs(ctx, np.unique(np.concatenate([cand["a"].to_numpy(), cand["b"].to_numpy()])))
-    corr = [
-        aligned_correlation(gray[a], gray[b]) if a in gray and b in gray else -1.0
-        for a, b in cand.select("a", "b").iter_rows()
-    ]
-    cand = cand.with_columns(pl.Series("corr", corr, dtype=pl.Float64))
+    cand = cand.with_columns(pl.Series("corr", _pair_correlations(ctx, cand), dtype=pl.Float64))
     ctx.stats["aligned_candidates"] = cand.height
-    cut = _rare_correlation(np.asarray(corr, dtype=np.float64), p.align_min_correlation, p.align_z)
+    # How alike distinct images are in this dataset: each image and its nearest neighbour.
+    nearest = cand.filter(pl.col("rank") == 1)["corr"].to_numpy()
+    cut = _rare_correlation(nearest, p.align_min_correlation, p.align_z)
     ctx.stats["aligned_min_correlation"] = cut
     verified = cand.filter(pl.col("corr") >= cut)
+    # Two signals must agree: the whole frames line up (above), and so does what differs
+    # from the pair's common background (different objects on one backdrop do not).
+    verified = _content_agrees(ctx, verified)
     return verified.select("a", "b", pl.lit("aligned").alias("layer"),
                            (1.0 - pl.col("corr")).alias("distance"))  # fmt: skip
 
 
-def _aligned_check(ctx: DetectContext, pairs: pl.DataFrame, cut: float) -> pl.DataFrame:
-    """Keep the pairs whose thumbnails, aligned, correlate at least ``cut``."""
+def _pair_correlations(ctx: DetectContext, pairs: pl.DataFrame, chunk: int = 20_000) -> np.ndarray:
+    """``align.aligned_correlation`` of each pair's stored thumbnails (-1 where one has none),
+    reading the thumbnails chunk by chunk so memory stays bounded on large datasets."""
     from dataaudit.detectors.align import aligned_correlation
 
-    gray = _thumbs(ctx, np.unique(np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()])))
-    keep = []
-    for a, b in pairs.select("a", "b").iter_rows():
-        if a not in gray or b not in gray:
-            keep.append(True)  # no thumbnail to check: keep the layer's own verdict
-            continue
-        keep.append(aligned_correlation(gray[a], gray[b]) >= cut)
-    return pairs.filter(pl.Series(keep, dtype=pl.Boolean))
+    a_all, b_all = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    out = np.full(len(a_all), -1.0)
+    for start in range(0, len(a_all), chunk):
+        a, b = a_all[start : start + chunk], b_all[start : start + chunk]
+        gray = _thumbs(ctx, np.unique(np.concatenate([a, b])), size=None)
+        for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+            if x in gray and y in gray:
+                out[start + i] = aligned_correlation(gray[x], gray[y])
+    return out
+
+
+def _aligned_check(ctx: DetectContext, pairs: pl.DataFrame, cut: float) -> pl.DataFrame:
+    """Keep the pairs whose thumbnails, aligned, correlate at least ``cut`` and whose
+    content beyond the common background matches too (a pair without thumbnails keeps
+    the layer's own verdict)."""
+    corr = _pair_correlations(ctx, pairs)
+    pairs = pairs.filter(pl.Series((corr >= cut) | (corr == -1.0), dtype=pl.Boolean))
+    return _content_agrees(ctx, pairs)
+
+
+def _content_agrees(ctx: DetectContext, pairs: pl.DataFrame) -> pl.DataFrame:
+    """The second signal: at the aligned placement, what differs from the pair's common
+    background matches as well (different objects on one backdrop do not)."""
+    p = ctx.config.duplicates
+    if pairs.height == 0 or p.align_min_content_correlation <= -1:
+        return pairs
+    content = _content_correlations(ctx, pairs, aligned=True)
+    ctx.stats.setdefault("aligned_content_rejected", 0)
+    ctx.stats["aligned_content_rejected"] += int((content < p.align_min_content_correlation).sum())
+    return pairs.filter(pl.Series(content >= p.align_min_content_correlation))
 
 
 def _rare_correlation(corr: np.ndarray, floor: float, z: float) -> float:
@@ -237,8 +263,9 @@ def _rare_correlation(corr: np.ndarray, floor: float, z: float) -> float:
     return float(max(floor, 1.0 - np.exp(r.median - z * r.sigma)))
 
 
-def _thumbs(ctx: DetectContext, ids: np.ndarray) -> dict[int, np.ndarray]:
-    """Stored thumbnails of ``ids`` as small grey arrays (see ``align.small_gray``)."""
+def _thumbs(ctx: DetectContext, ids: np.ndarray, size: int | None = 48) -> dict[int, np.ndarray]:
+    """Stored thumbnails of ``ids`` as grey arrays fitting ``size`` px, or as stored when
+    ``size`` is None (see ``align.small_gray``)."""
     from dataaudit.detectors.align import small_gray
 
     ctx.con.register(
@@ -250,20 +277,34 @@ def _thumbs(ctx: DetectContext, ids: np.ndarray) -> dict[int, np.ndarray]:
         ).fetchall()
     finally:
         ctx.con.unregister("_thumb_ids")
-    return {fid: small_gray(jpeg) for fid, jpeg in rows if jpeg}
+    return {fid: small_gray(jpeg, size) for fid, jpeg in rows if jpeg}
 
 
 def _content_check(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
-    """Keep candidate pairs whose content, not only their shared background, matches.
-
-    The background of a pair is the median thumbnail of its nearest embedding neighbours
-    (without embeddings: of a fixed sample of the dataset); see ``align.residual_correlation``.
-    """
-    from dataaudit.detectors.align import background_of, residual_correlation
-
+    """Keep pHash candidate pairs whose content, not only their shared background, matches
+    (see ``align.residual_correlation``)."""
     p = ctx.config.duplicates
     if cand.height == 0 or p.min_residual_correlation <= -1:
         return cand
+    corr = _content_correlations(ctx, cand, aligned=False)
+    ctx.stats.setdefault("content_checked_pairs", 0)
+    ctx.stats["content_checked_pairs"] += len(corr)
+    return cand.filter(pl.Series(corr) >= p.min_residual_correlation)
+
+
+def _content_correlations(ctx: DetectContext, cand: pl.DataFrame, aligned: bool) -> np.ndarray:
+    """Per pair, the correlation of what differs from the pair's common background: the
+    median thumbnail of their nearest embedding neighbours (without embeddings: of a fixed
+    sample of the dataset). ``aligned``: at the best crop/scale placement on the stored
+    thumbnails (``align.aligned_content_correlation``), else on 48 px thumbnails shifted by
+    up to 6% (``align.residual_correlation``). 1.0 where a thumbnail is missing (nothing
+    to check against: the earlier layer's verdict stands)."""
+    from dataaudit.detectors.align import (
+        aligned_content_correlation,
+        background_of,
+        residual_correlation,
+    )
+
     a_ids, b_ids = cand["a"].to_numpy(), cand["b"].to_numpy()
     neighbours: dict[int, list[int]] = {}
     if has_table(ctx, "knn"):
@@ -279,19 +320,32 @@ def _content_check(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
         neighbours = {f: list(nb) for f, nb in rows}
     sample = _even_sample(ctx, 64)
     needed = set(a_ids) | set(b_ids) | {x for nb in neighbours.values() for x in nb} | set(sample)
-    gray = _thumbs(ctx, np.array(sorted(needed), dtype=np.int64))
+    gray = _thumbs(ctx, np.array(sorted(needed), dtype=np.int64), size=None if aligned else 48)
     fallback = [gray[x] for x in sample if x in gray]
     corr = []
     for a, b in zip(a_ids.tolist(), b_ids.tolist(), strict=True):
         if a not in gray or b not in gray:
-            corr.append(1.0)  # nothing to check against: keep the earlier layer's verdict
+            corr.append(1.0)
             continue
         others = [gray[x] for x in neighbours.get(a, []) + neighbours.get(b, [])
                   if x not in (a, b) and x in gray] or fallback  # fmt: skip
-        corr.append(residual_correlation(gray[a], gray[b], background_of(others, gray[a].shape)))
-    ctx.stats.setdefault("content_checked_pairs", 0)
-    ctx.stats["content_checked_pairs"] += len(corr)
-    return cand.filter(pl.Series(corr) >= p.min_residual_correlation)
+        if aligned:  # the background in the frame of the larger image, where it is placed
+            big = gray[a] if gray[a].size >= gray[b].size else gray[b]
+            background = background_of(_framed_like(big, others), big.shape)
+            corr.append(aligned_content_correlation(gray[a], gray[b], background))
+        else:
+            background = background_of(others, gray[a].shape)
+            corr.append(residual_correlation(gray[a], gray[b], background))
+    return np.asarray(corr, dtype=np.float64)
+
+
+def _framed_like(image: np.ndarray, others: list[np.ndarray]) -> list[np.ndarray]:
+    """The ``others`` of about the same aspect ratio as ``image`` (within 15%), if there
+    are at least three: a strip cut from a frame has the strip's background, not the
+    frame's squeezed into it."""
+    ratio = image.shape[1] / image.shape[0]
+    alike = [o for o in others if abs(np.log(o.shape[1] / o.shape[0] / ratio)) < 0.15]
+    return alike if len(alike) >= 3 else others
 
 
 def _even_sample(ctx: DetectContext, size: int) -> np.ndarray:
