@@ -1,4 +1,5 @@
-"""Large-set kNN path (projection + faiss HNSW), vectors read from Arrow, sparse label vote."""
+"""Large-set kNN path (projection + inverted-file candidates + exact re-rank), vectors read
+from Arrow, sparse label vote."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ def test_vectors_from_arrow_equals_lists_and_rejects_ragged():
         knn_mod.vectors_from_arrow(pa.array([[1.0], None]))
 
 
-def test_duckdb_blocks_and_build_graph_both_paths(tmp_path):
+def test_duckdb_blocks_and_build_graph_both_paths(tmp_path, monkeypatch):
+    # the inverted file globally (154 cells of ~10 rows: probe more of them), exact per label
+    monkeypatch.setattr(knn_mod, "FLAT_MAX", 300)
+    monkeypatch.setattr(knn_mod, "IVF_NPROBE", 30)
     x, label = _clusters(1500, 300, centres=6)
     ids = np.arange(1500, dtype=np.int64) * 3 + 7  # gaps in file ids
     con = duckdb.connect(str(tmp_path / "v.duckdb"))
@@ -99,6 +103,34 @@ def test_approx_graph_recall_and_contract():
     # below the threshold the exact path answers
     small_idx, _ = knn_mod.knn_graph(x[:500], 5, exact_max=1000)
     assert np.array_equal(small_idx, knn_mod.knn(x[:500], 5)[0])
+
+
+def test_inverted_file_search_finds_the_projected_neighbours(monkeypatch):
+    x, _ = _clusters(6000, 256, centres=30)
+    red = knn_mod.project(x, knn_mod.fit_projection(x, dim=64))
+    # up to FLAT_MAX the search is exact in the projected space
+    exact_idx, exact_sim = knn_mod.approx_knn(red, 10)
+    r32 = red.astype(np.float32)
+    brute = r32 @ r32.T
+    np.fill_diagonal(brute, -np.inf)
+    assert np.allclose(exact_sim, -np.sort(-brute, axis=1)[:, :10], atol=1e-5)
+    monkeypatch.setattr(knn_mod, "FLAT_MAX", 1000)
+    cells, probes = knn_mod._ivf_cells(knn_mod._faiss(1), red, knn_mod.IVF_NPROBE)
+    assert len(cells) == knn_mod.ivf_lists(6000) == 309
+    assert np.array_equal(np.sort(np.concatenate(cells)), np.arange(6000))  # a partition
+    assert all(c in p for c, p in enumerate(probes))
+    idx, sim = knn_mod.approx_knn(red, 10, threads=1)
+    assert _recall(idx, exact_idx) >= 0.97
+    assert not (idx == np.arange(6000)[:, None]).any()  # self excluded
+    assert (np.diff(sim, axis=1) <= 0).all() and (idx >= 0).all()
+    # the inner products are the projected ones, whichever cell found the row
+    assert np.allclose(sim, np.take_along_axis(brute, idx, axis=1), atol=1e-5)
+    # the same with two threads (seeded k-means, each row searched once)
+    again = knn_mod.approx_knn(red, 10, threads=2)
+    assert np.array_equal(idx, again[0]) and np.array_equal(sim, again[1])
+    # probing every cell is the exact search
+    every, _ = knn_mod.approx_knn(red, 10, threads=1, nprobe=400)
+    assert _recall(every, exact_idx) >= 0.999
 
 
 def test_approx_small_sets_and_groups():

@@ -18,7 +18,8 @@ cores; a million: hours), so `build_graph` (and `knn_graph` for in-memory arrays
 
 1. `reduce_stream`: project every vector on the top REDUCED_DIM directions of a sample
    (`fit_projection`), as float16, streaming the vectors block by block;
-2. `approx_knn`: a faiss HNSW graph over the projections (inner product) gives
+2. `approx_knn`: inner products in the projected space (exact for small sets and label
+   groups; above FLAT_MAX, each faiss k-means cell against its nearest cells) give
    CANDIDATES_PER_K * k candidates per vector (and per label group);
 3. `rerank` / `score_pairs`: the candidates are scored with the full vectors, one block
    of RERANK_BYTES at a time, so the similarities are true cosines (one side in fp16,
@@ -30,7 +31,9 @@ find the candidates, not to order them (bench/bench_knn.py measures both).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -194,23 +197,33 @@ def knn(
 # Up to this many vectors the graph is exact; above it, approximate (see the module doc).
 EXACT_MAX = 100_000
 # Candidates come from 128-d projections: at 100k synthetic 1,280-d vectors the projection
-# alone keeps recall@10 at 0.94 (256-d: 0.94, 512-d: 0.95), and re-ranking 2k candidates
-# with the full vectors brings it to 1.0 (bench/bench_knn.py), so a wider projection only
-# costs time.
+# alone keeps recall@10 at 0.94 (256-d: 0.94, 512-d: 0.95); re-ranking 2k candidates with
+# the full vectors brings it to 1.0 at 100k and the exact top 20 in the projection holds
+# 0.9999 of the true top 10 at 1M (bench/knn_sweep.py), so a wider projection only costs
+# time, and 20 candidates are enough (the re-rank costs in proportion).
 REDUCED_DIM = 128
-CANDIDATES_PER_K = 3  # candidates searched per neighbour kept, re-ranked exactly
+CANDIDATES_PER_K = 2  # candidates searched per neighbour kept, re-ranked exactly
 # Rows the projection is fitted on: the D x D second moment of 50,000 rows pins the top
 # directions; more rows cost time and change nothing measurable.
 PROJECTION_SAMPLE = 50_000
-# HNSW graph degree and search breadth (faiss defaults: 32 / 40 / 16).
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64
+# Candidate search in the projected space: exact up to FLAT_MAX rows (label groups mostly),
+# else an inverted file of IVF_LISTS_PER_SQRT_N * sqrt(n) k-means cells, each searched
+# against its IVF_NPROBE nearest cells (`approx_knn`). Measured on 1,280-d synthetic
+# vectors, share of the true top 10 among 30 candidates (bench/knn_sweep.py, 2,000 rows):
+# faiss HNSW (M 32, efSearch 64 / 128) 0.986 / 0.993 at 200k and 0.944 at 1M; faiss
+# IndexIVFFlat nprobe 8 0.9993 at 200k and 0.9999 at 1M, at ~600 CPU s of search per 1M.
+FLAT_MAX = 50_000  # exact: ~10 CPU s at 50k; cells kept 0.981 at 30k, 0.9995 at 100k
+IVF_LISTS_PER_SQRT_N = 4
+IVF_NPROBE = 8  # cells searched per cell, by centroid distance
+IVF_ROW_PROBES = 3  # ...and the nearest cells of each of its rows
+IVF_TRAIN_PER_LIST = 32  # k-means sample: rows per cell
+IVF_KMEANS_ITER = 10
 # Memory for the block of full vectors held while re-ranking (fp16); more passes over the
 # vectors when they do not fit.
 RERANK_BYTES = 1024**3
 _CHUNK_ROWS = 65_536  # rows per projection / search batch
-_PAIR_CHUNK = 16_384  # candidate pairs scored at once (~84 MB per gather at 1,280-d)
+_CELL_ROWS = 1024  # query rows per matrix product in the inverted-file search
+_PAIR_CHUNK = 1024  # candidate pairs scored at once (5 MB per gather at 1,280-d: in cache)
 
 # read(lo, hi) yields the float32 vectors of rows [lo, hi) in order, in blocks.
 Blocks = Callable[[int, int], Iterator[np.ndarray]]
@@ -347,39 +360,127 @@ def _faiss(threads: int | None):
 
 
 def approx_knn(
-    reduced: np.ndarray, k: int, *, threads: int | None = None, ef_search: int = HNSW_EF_SEARCH
+    reduced: np.ndarray, k: int, *, threads: int | None = None, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate inner-product kNN of every row against all others, self excluded.
+    """Inner-product kNN of every row against all others in the projected space, self
+    excluded: exact up to FLAT_MAX rows, else over an inverted file.
 
-    `reduced` comes from `project` (rows of norm <= 1). A faiss HNSW graph
-    (`IndexHNSWFlat`, inner product). Returns (indices int64 (N, k'), inner products float32
-    (N, k')), k' = min(k, N - 1), best first, ties by lower index; a slot the search could
-    not fill holds -1 / NaN. HNSW inserts in parallel, so with several threads two runs can
-    differ in a few candidates; `threads=1` makes it reproducible.
+    The inverted file: faiss k-means (seeded) cuts the rows into `ivf_lists(n)` cells (a
+    row belongs to the centroid of highest inner product, as in faiss IndexIVFFlat); the
+    rows of each cell are compared with the rows of the `nprobe` cells whose centroids are
+    closest to their own, in one matrix product per cell. That is the IVF search with the
+    probes chosen per cell instead of per row: BLAS instead of faiss's per-row list scans
+    (measured at 1M rows: IndexIVFFlat nprobe 8 kept 0.9999 of the true top 10 but its
+    search cost ~600 CPU s, see bench/knn_sweep.py).
+
+    `reduced` comes from `project` (rows of norm <= 1). Returns (indices int64 (N, k'),
+    inner products float32 (N, k')), k' = min(k, N - 1), best first, ties by lower index;
+    a slot the search could not fill holds -1 / NaN. The same result with any number of
+    threads.
     """
     if k < 1:
         raise ValueError("k must be at least 1")
-    faiss = _faiss(threads)
     n, dim = reduced.shape
     kk = min(k, n - 1)
     if kk <= 0:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
-    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    for start in range(0, n, _CHUNK_ROWS):
-        index.add(np.ascontiguousarray(reduced[start : start + _CHUNK_ROWS], dtype=np.float32))
-    index.hnsw.efSearch = max(ef_search, kk + 1)
-    out_idx = np.empty((n, kk), dtype=np.int64)
-    out_sim = np.empty((n, kk), dtype=np.float32)
+    if n <= FLAT_MAX:
+        cells, probes = [np.arange(n)], [np.array([0])]
+    else:
+        cells, probes = _ivf_cells(_faiss(threads), reduced, nprobe or IVF_NPROBE)
+    out_idx = np.full((n, kk), -1, dtype=np.int64)
+    out_sim = np.full((n, kk), np.nan, dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(reduced))
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    try:
+        with torch.inference_mode():
+            for c, (members, probe) in enumerate(zip(cells, probes, strict=True)):
+                if not len(members):
+                    continue
+                # probes are sorted and hold c: the cell's own rows sit at `own` in base
+                own = sum(len(cells[p]) for p in probe[probe < c])
+                base = np.concatenate([cells[p] for p in probe])
+                keys = x.index_select(0, torch.from_numpy(base)).float().T.contiguous()
+                take = min(kk + 1, len(base))
+                for lo in range(0, len(members), _CELL_ROWS):
+                    rows = members[lo : lo + _CELL_ROWS]
+                    sims = x.index_select(0, torch.from_numpy(rows)).float() @ keys
+                    at = torch.arange(len(rows))
+                    sims[at, own + lo + at] = -torch.inf  # self
+                    vals, pos = torch.topk(sims, take, dim=1)
+                    ids = base[pos.numpy()]
+                    vals = vals.numpy()
+                    got_idx, got_sim = _best(ids, vals, min(kk, take))
+                    out_idx[rows, : got_idx.shape[1]] = got_idx
+                    out_sim[rows, : got_sim.shape[1]] = got_sim
+    finally:
+        torch.set_num_threads(threads_before)
+    return out_idx, out_sim
+
+
+def ivf_lists(n: int) -> int:
+    """Cells for n rows: IVF_LISTS_PER_SQRT_N * sqrt(n), ~250 rows per cell at 1M."""
+    return max(1, int(IVF_LISTS_PER_SQRT_N * np.sqrt(n)))
+
+
+def _ivf_cells(
+    faiss: Any, reduced: np.ndarray, nprobe: int, row_probes: int | None = None
+) -> tuple[list, list]:
+    """Rows of each k-means cell (ascending), and the cells each cell is searched against:
+    its `nprobe` nearest cells by centroid, and the `row_probes` nearest cells of each of
+    its rows (a row near a border has neighbours in a cell next to it, which the centroid's
+    nearest cells often miss). Distances are L2, as k-means cuts the cells."""
+    n, dim = reduced.shape
+    nlist = ivf_lists(n)
+    train = sample_rows(n, nlist * IVF_TRAIN_PER_LIST, seed=1)
+    km = faiss.Kmeans(dim, nlist, niter=IVF_KMEANS_ITER, seed=1234,
+                      max_points_per_centroid=IVF_TRAIN_PER_LIST, verbose=False)  # fmt: skip
+    km.train(np.ascontiguousarray(reduced[train], dtype=np.float32))
+    quantizer = faiss.IndexFlatL2(dim)
+    quantizer.add(km.centroids)
+    near = np.empty((n, min(row_probes or IVF_ROW_PROBES, nlist)), dtype=np.int64)
     for start in range(0, n, _CHUNK_ROWS):
         block = np.ascontiguousarray(reduced[start : start + _CHUNK_ROWS], dtype=np.float32)
-        sims, ids = index.search(block, kk + 1)
-        rows = np.arange(start, start + len(block))[:, None]
-        sims[(ids == rows) | (ids < 0)] = -np.inf
-        out_idx[start : start + len(block)], out_sim[start : start + len(block)] = _best(
-            ids, sims, kk
-        )
-    return out_idx, out_sim
+        near[start : start + len(block)] = quantizer.search(block, near.shape[1])[1]
+    assign = near[:, 0]
+    order = np.argsort(assign, kind="stable")
+    cells = np.split(order, np.searchsorted(assign[order], np.arange(1, nlist)))
+    by_centroid = quantizer.search(km.centroids, min(nprobe, nlist))[1]
+    probes = [
+        np.unique(np.concatenate([[c], by_centroid[c], near[members].ravel()]))
+        for c, members in enumerate(cells)
+    ]
+    return cells, probes
+
+
+def graph_params() -> dict[str, Any]:
+    """What shapes the kNN graph, for the runs table (the approximate path above EXACT_MAX)."""
+    return {
+        "exact_max": EXACT_MAX,
+        "reduced_dim": REDUCED_DIM,
+        "projection": "uncentred second moment, fp16",
+        "projection_sample": PROJECTION_SAMPLE,
+        "candidates_per_k": CANDIDATES_PER_K,
+        "candidate_search": f"exact inner product up to {FLAT_MAX} rows, else faiss k-means "
+        "cells searched against their nearest cells",
+        "ivf_cells": f"{IVF_LISTS_PER_SQRT_N} * sqrt(n)",
+        "ivf_nprobe": IVF_NPROBE,
+        "ivf_row_probes": IVF_ROW_PROBES,
+        "ivf_train_per_list": IVF_TRAIN_PER_LIST,
+        "ivf_kmeans_iter": IVF_KMEANS_ITER,
+        "rerank": "exact cosine on the full vectors (one side fp16)",
+        "faiss": _faiss_version(),
+    }
+
+
+def _faiss_version() -> str | None:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss.__version__
 
 
 def _best(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,50 +496,71 @@ def _best(ids: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def rerank(
-    read: Blocks, n: int, cand: np.ndarray, k: int, memory_bytes: int = RERANK_BYTES
+    read: Blocks,
+    n: int,
+    cand: np.ndarray,
+    k: int,
+    memory_bytes: int = RERANK_BYTES,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine of every (row, candidate) pair from the full vectors, best k kept.
 
     `cand` is (N, C) row indices (-1: none). Returns the same contract as `knn`.
     """
-    sims = score_pairs(read, n, cand, memory_bytes)
+    sims = score_pairs(read, n, cand, memory_bytes, threads=threads)
     return _best(np.where(cand >= 0, cand, 0), sims, min(k, cand.shape[1]))
 
 
 def score_pairs(
-    read: Blocks, n: int, cand: np.ndarray, memory_bytes: int = RERANK_BYTES
+    read: Blocks,
+    n: int,
+    cand: np.ndarray,
+    memory_bytes: int = RERANK_BYTES,
+    threads: int | None = None,
 ) -> np.ndarray:
     """(N, C) float32 cosines of row i and row cand[i, j] (-inf where cand is -1); row i
     is held in float16, so values are within ~1e-3 of the float32 cosine.
 
     Rows are held in blocks of `memory_bytes` as float16; each block costs one pass over
-    all vectors, so memory stays at one block whatever N is.
+    all vectors, so memory stays at one block whatever N is. Pairs are scored _PAIR_CHUNK
+    at a time (the gathered rows stay in cache: 2x faster than 16k pairs at once) on
+    `threads` threads (default: all cores; numpy releases the GIL in the products).
     """
     sims = np.full(cand.shape, -np.inf, dtype=np.float32)
+    workers = max(1, threads or os.cpu_count() or 1)
     q_lo, q_rows = 0, 0
-    while q_lo < n:
-        q, got = None, 0
-        for block in read(q_lo, n):
-            if q is None:  # one preallocated block: no list + concatenate copy
-                q_rows = q_rows or max(1, memory_bytes // (block.shape[1] * 2))
-                q = np.empty((min(q_rows, n - q_lo), block.shape[1]), dtype=np.float16)
-            part = block[: len(q) - got]
-            q[got : got + len(part)] = _unit_rows(part)
-            got += len(part)
-            if got >= len(q):
-                break
-        qc = cand[q_lo : q_lo + len(q)]
-        c_lo = 0
-        for block in read(0, n):
-            c_hi = c_lo + len(block)
-            qi, cj = np.nonzero((qc >= c_lo) & (qc < c_hi))
-            unit = _unit_rows(block) if len(qi) else None
-            for p in range(0, len(qi), _PAIR_CHUNK):
-                a, b = qi[p : p + _PAIR_CHUNK], cj[p : p + _PAIR_CHUNK]
-                rows = unit[qc[a, b] - c_lo]
-                sims[q_lo + a, b] = np.einsum("pd,pd->p", q[a].astype(np.float32), rows)
-            c_lo = c_hi
-        q_lo += len(q)
+    with ThreadPoolExecutor(workers) as pool:
+        while q_lo < n:
+            q, got = None, 0
+            for block in read(q_lo, n):
+                if q is None:  # one preallocated block: no list + concatenate copy
+                    q_rows = q_rows or max(1, memory_bytes // (block.shape[1] * 2))
+                    q = np.empty((min(q_rows, n - q_lo), block.shape[1]), dtype=np.float16)
+                part = block[: len(q) - got]
+                q[got : got + len(part)] = _unit_rows(part)
+                got += len(part)
+                if got >= len(q):
+                    break
+            qc = cand[q_lo : q_lo + len(q)]
+            c_lo = 0
+            for block in read(0, n):
+                c_hi = c_lo + len(block)
+                qi, cj = np.nonzero((qc >= c_lo) & (qc < c_hi))
+                if len(qi):
+                    unit = _unit_rows(block)
+                    rows = qc[qi, cj] - c_lo
+                    dots = np.empty(len(qi), dtype=np.float32)
+
+                    def score(p: int, q=q, qi=qi, rows=rows, unit=unit, dots=dots) -> None:
+                        a, b = qi[p : p + _PAIR_CHUNK], rows[p : p + _PAIR_CHUNK]
+                        dots[p : p + _PAIR_CHUNK] = np.einsum(
+                            "pd,pd->p", q[a].astype(np.float32), unit[b]
+                        )
+
+                    list(pool.map(score, range(0, len(qi), _PAIR_CHUNK)))
+                    sims[q_lo + qi, cj] = dots
+                c_lo = c_hi
+            q_lo += len(q)
     return sims
 
 
@@ -493,7 +615,7 @@ def build_graph(
             gi, _ = approx_knn(reduced[rows], wide, threads=threads)
             g_cand[rows, : gi.shape[1]] = np.where(gi >= 0, rows[np.clip(gi, 0, None)], -1)
         cand.append(g_cand)
-    sims = score_pairs(read, n, np.concatenate(cand, axis=1), memory_bytes)
+    sims = score_pairs(read, n, np.concatenate(cand, axis=1), memory_bytes, threads=threads)
     width = cand[0].shape[1]
     for name, c, part in (("", cand[0], sims[:, :width]), ("group_", cand[-1], sims[:, width:])):
         if name and groups is None:

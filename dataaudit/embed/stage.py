@@ -65,8 +65,10 @@ class EmbedStage:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
 
     def describe(self) -> dict[str, Any]:
+        from dataaudit.embed.knn import graph_params
+
         self.load()
-        return {**self._embedder.describe(), "k": self.k}
+        return {**self._embedder.describe(), "k": self.k, "knn": graph_params()}
 
     def model_key(self) -> str:
         """What must match for stored vectors to be reused: backbone, weights, preprocessing."""
@@ -128,7 +130,7 @@ class EmbedStage:
 
     def _write_graph(self, con: duckdb.DuckDBPyConnection, data: pl.DataFrame) -> None:
         from dataaudit.embed.analysis import project_2d
-        from dataaudit.embed.knn import build_graph, duckdb_blocks
+        from dataaudit.embed.knn import EXACT_MAX, build_graph, duckdb_blocks, graph_params
 
         ids = data["file_id"].to_numpy()
         # Vectors are read block by block as float32 arrays (never Python lists); above
@@ -141,6 +143,10 @@ class EmbedStage:
         groups[labelled] = np.unique(labels, return_inverse=True)[1]
         device = self._embedder.device if self._embedder else "cpu"
         graph = build_graph(read, len(ids), self.k, groups=groups, device=device)
+        # which path built this graph, with its parameters (the runs table has them too)
+        method = "exact" if len(ids) <= EXACT_MAX else "approximate"
+        db.set_meta(con, "knn_graph", json.dumps({"n": len(ids), "k": self.k, "method": method,
+                                                  **graph_params()}))  # fmt: skip
         frames = [_knn_frame(ids, graph["idx"], graph["sim"], "all")]
         if len(labelled) >= 2:
             lidx, lsim = graph["group_idx"][labelled], graph["group_sim"][labelled]
