@@ -198,9 +198,10 @@ def knn(
 EXACT_MAX = 100_000
 # Candidates come from 128-d projections: at 100k synthetic 1,280-d vectors the projection
 # alone keeps recall@10 at 0.94 (256-d: 0.94, 512-d: 0.95); re-ranking 2k candidates with
-# the full vectors brings it to 1.0 at 100k and the exact top 20 in the projection holds
-# 0.9999 of the true top 10 at 1M (bench/knn_sweep.py), so a wider projection only costs
-# time, and 20 candidates are enough (the re-rank costs in proportion).
+# the full vectors brings it to 1.0 at 100k; at 1M the exact top 30 in the projection
+# holds 0.99995 of the true top 10, the inverted-file search's top 20 0.997 and top 30
+# 0.9999 (bench/knn_sweep.py, 2,000 rows). So a wider projection only costs time, and 20
+# candidates are enough (the re-rank costs in proportion to them).
 REDUCED_DIM = 128
 CANDIDATES_PER_K = 2  # candidates searched per neighbour kept, re-ranked exactly
 # Rows the projection is fitted on: the D x D second moment of 50,000 rows pins the top
@@ -208,10 +209,12 @@ CANDIDATES_PER_K = 2  # candidates searched per neighbour kept, re-ranked exactl
 PROJECTION_SAMPLE = 50_000
 # Candidate search in the projected space: exact up to FLAT_MAX rows (label groups mostly),
 # else an inverted file of IVF_LISTS_PER_SQRT_N * sqrt(n) k-means cells, each searched
-# against its IVF_NPROBE nearest cells (`approx_knn`). Measured on 1,280-d synthetic
-# vectors, share of the true top 10 among 30 candidates (bench/knn_sweep.py, 2,000 rows):
-# faiss HNSW (M 32, efSearch 64 / 128) 0.986 / 0.993 at 200k and 0.944 at 1M; faiss
-# IndexIVFFlat nprobe 8 0.9993 at 200k and 0.9999 at 1M, at ~600 CPU s of search per 1M.
+# against its IVF_NPROBE nearest cells and the IVF_ROW_PROBES nearest cells of each of its
+# rows (`approx_knn`). Share of the true top 10 among 30 candidates, 1,280-d synthetic
+# vectors, 2,000 rows (bench/knn_sweep.py): faiss HNSW (M 32, efSearch 64 / 128) 0.986 /
+# 0.993 at 200k and 0.944 at 1M (300 rows); faiss IndexIVFFlat nprobe 8 0.9993 at 200k and 0.9999 at
+# 1M but ~600 CPU s of search per 1M rows; these cells 0.9994 at 200k, 0.9999 at 1M in
+# 156 CPU s on one thread (at 200k, probes by centroid alone: 0.998).
 FLAT_MAX = 50_000  # exact: ~10 CPU s at 50k; cells kept 0.981 at 30k, 0.9995 at 100k
 IVF_LISTS_PER_SQRT_N = 4
 IVF_NPROBE = 8  # cells searched per cell, by centroid distance
@@ -391,9 +394,8 @@ def approx_knn(
     out_idx = np.full((n, kk), -1, dtype=np.int64)
     out_sim = np.full((n, kk), np.nan, dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(reduced))
-    threads_before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
+    threads_before = torch.get_num_threads()  # the scan may have left torch one thread
+    torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     try:
         with torch.inference_mode():
             for c, (members, probe) in enumerate(zip(cells, probes, strict=True)):
@@ -539,6 +541,7 @@ def score_pairs(
                 part = block[: len(q) - got]
                 q[got : got + len(part)] = _unit_rows(part)
                 got += len(part)
+                del block, part  # before the next block is read: one block held at a time
                 if got >= len(q):
                     break
             qc = cand[q_lo : q_lo + len(q)]
@@ -546,8 +549,9 @@ def score_pairs(
             for block in read(0, n):
                 c_hi = c_lo + len(block)
                 qi, cj = np.nonzero((qc >= c_lo) & (qc < c_hi))
-                if len(qi):
-                    unit = _unit_rows(block)
+                unit = _unit_rows(block) if len(qi) else None
+                del block  # (the reader's block may be the caller's: normalised as a copy)
+                if unit is not None:
                     rows = qc[qi, cj] - c_lo
                     dots = np.empty(len(qi), dtype=np.float32)
 
@@ -559,6 +563,7 @@ def score_pairs(
 
                     list(pool.map(score, range(0, len(qi), _PAIR_CHUNK)))
                     sims[q_lo + qi, cj] = dots
+                    del unit, dots, score
                 c_lo = c_hi
             q_lo += len(q)
     return sims
