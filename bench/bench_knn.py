@@ -72,7 +72,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def part_recall(n: int, dim: int, seed: int, ceiling_rows: int) -> dict:
+def part_recall(n: int, dim: int, seed: int, ceiling_rows: int, threads: int) -> dict:
     from dataaudit.embed import knn as K_
 
     x = clustered_vectors(0, n, dim=dim, seed=seed)
@@ -80,7 +80,7 @@ def part_recall(n: int, dim: int, seed: int, ceiling_rows: int) -> dict:
     exact_idx, _ = K_.knn(x, K)
     exact_s, exact_cpu = time.perf_counter() - t0, _cpu_s() - c0
     t0, c0 = time.perf_counter(), _cpu_s()
-    approx_idx, approx_sim = K_.knn_graph(x, K, exact_max=0)
+    approx_idx, approx_sim = K_.knn_graph(x, K, exact_max=0, threads=threads)
     approx_s, approx_cpu = time.perf_counter() - t0, _cpu_s() - c0
     # ceiling: exact inner-product search in the reduced space, on a sample of rows
     basis = K_.fit_projection(x[K_.sample_rows(n)])
@@ -278,7 +278,7 @@ def main() -> None:
     ap.add_argument("--shard-rows", type=int, default=50_000)
     ap.add_argument("--dim", type=int, default=1280, help="input dimension (efficientnet: 1280)")
     ap.add_argument("--queries", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="graph part")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="approximate path")
     ap.add_argument("--data", type=Path, default=HERE / ".data", help="vector cache folder")
     ap.add_argument("--ceiling-rows", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
@@ -289,7 +289,8 @@ def main() -> None:
     print(f"{cores} cores, load {os.getloadavg()[0]:.1f}; synthetic clustered {args.dim}-d vectors")
 
     if "recall" in parts:
-        r = in_child(part_recall, args.n_recall, args.dim, args.seed, args.ceiling_rows)
+        r = in_child(part_recall, args.n_recall, args.dim, args.seed, args.ceiling_rows,
+                     args.threads)  # fmt: skip
         results["recall"] = r
         print(f"\n== recall: {r['n']:,} vectors, k={K}")
         print(f"   exact knn (baseline): {r['exact_s']:.1f} s ({r['exact_cpu_s']:.0f} CPU s)")
