@@ -368,13 +368,13 @@ def approx_knn(
     """Inner-product kNN of every row against all others in the projected space, self
     excluded: exact up to FLAT_MAX rows, else over an inverted file.
 
-    The inverted file: faiss k-means (seeded) cuts the rows into `ivf_lists(n)` cells (a
-    row belongs to the centroid of highest inner product, as in faiss IndexIVFFlat); the
+    The inverted file: faiss k-means (seeded) cuts the rows into `ivf_lists(n)` cells; the
     rows of each cell are compared with the rows of the `nprobe` cells whose centroids are
-    closest to their own, in one matrix product per cell. That is the IVF search with the
-    probes chosen per cell instead of per row: BLAS instead of faiss's per-row list scans
-    (measured at 1M rows: IndexIVFFlat nprobe 8 kept 0.9999 of the true top 10 but its
-    search cost ~600 CPU s, see bench/knn_sweep.py).
+    nearest its own and of the IVF_ROW_PROBES nearest cells of each of its rows, in one
+    matrix product per cell (`_ivf_cells`). That is the IVF search with the probes gathered
+    per cell: BLAS instead of faiss's per-row list scans (at 1M rows IndexIVFFlat nprobe 8
+    kept 0.9999 of the true top 10 but its search cost ~600 CPU s; this, 156 CPU s on one
+    thread for the same 0.9999, bench/knn_sweep.py).
 
     `reduced` comes from `project` (rows of norm <= 1). Returns (indices int64 (N, k'),
     inner products float32 (N, k')), k' = min(k, N - 1), best first, ties by lower index;
@@ -437,8 +437,8 @@ def _ivf_cells(
     n, dim = reduced.shape
     nlist = ivf_lists(n)
     train = sample_rows(n, nlist * IVF_TRAIN_PER_LIST, seed=1)
-    km = faiss.Kmeans(dim, nlist, niter=IVF_KMEANS_ITER, seed=1234,
-                      max_points_per_centroid=IVF_TRAIN_PER_LIST, verbose=False)  # fmt: skip
+    km = faiss.Kmeans(dim, nlist, niter=IVF_KMEANS_ITER, seed=1234, verbose=False,
+                      max_points_per_centroid=IVF_TRAIN_PER_LIST, min_points_per_centroid=1)  # fmt: skip
     km.train(np.ascontiguousarray(reduced[train], dtype=np.float32))
     quantizer = faiss.IndexFlatL2(dim)
     quantizer.add(km.centroids)
