@@ -179,11 +179,14 @@ def _quality_images(n: int = 400) -> pl.DataFrame:
     contrast[:6] = [0.5, 1, 1, 0.8, 5, 6]
     sharp = np.exp(rng.normal(-1, 0.3, n))
     sharp[6:9] = [0.01, 0.02, 0.015]
-    return pl.DataFrame({
+    frame = pl.DataFrame({
         "file_id": np.arange(n), "decode_status": ["ok"] * (n - 2) + ["truncated"] * 2,
         "brightness_mean": mean, "contrast": contrast, "sharpness": sharp,
         "entropy": rng.uniform(5, 8, n), "is_grayscale": rng.random(n) < 0.02,
     })  # fmt: skip
+    edge = np.exp(rng.normal(-0.35, 0.1, n))
+    edge[9] = 0.2  # blurred edges in an image whose detail ratio looks ordinary
+    return frame.with_columns(pl.Series("edge_sharpness", edge))
 
 
 def test_quality_rules_in_blocks_equal_one_block(monkeypatch) -> None:
@@ -195,3 +198,4 @@ def test_quality_rules_in_blocks_equal_one_block(monkeypatch) -> None:
     assert whole.height >= 6
     assert blocks.sort("issue", "file_id").equals(whole.sort("issue", "file_id"))
     assert {"dark", "light", "blurry"} <= set(whole["issue"].to_list())
+    assert 9 in set(whole.filter(pl.col("issue") == "blurry")["file_id"].to_list())

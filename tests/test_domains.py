@@ -4,16 +4,19 @@ and a batch of foreign images (issue 13). Each test plants the failure class it 
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
+from scipy.ndimage import gaussian_filter
 
 from dataaudit.detectors.base import DetectContext, dataset_findings
 from dataaudit.detectors.config import DetectConfig, load_config
+from dataaudit.detectors.label_votes import detect_label_errors
 from dataaudit.detectors.runner import run_detectors
 from dataaudit.detectors.semantic import detect_outliers
 from dataaudit.scan.pipeline import ScanOptions, scan
@@ -275,3 +278,116 @@ def test_aligned_content_tells_a_crop_from_another_object_on_the_backdrop() -> N
     # ... what differs from the backdrop does not
     assert aligned_content_correlation(frames[0], crop, background) > 0.95
     assert aligned_content_correlation(frames[0], other, background) < 0.5
+
+
+def with_embeddings(ctx: DetectContext, vectors: np.ndarray) -> DetectContext:
+    """The same context with the vectors stored as the index's embeddings."""
+    ctx.con.execute("CREATE TABLE embeddings (file_id BIGINT, vector FLOAT[])")
+    ctx.con.executemany(
+        "INSERT INTO embeddings VALUES (?, ?)",
+        [(i + 1, v.astype(np.float32).tolist()) for i, v in enumerate(vectors)],
+    )
+    return ctx
+
+
+def nuisance_dataset(seed: int, n: int = 600, classes: int = 6, noise: float = 1.0):
+    """Vectors whose class lives in 4 of 48 dimensions while a shared backdrop (one of three)
+    and per-image noise fill the rest, as on look-alike data: an image's nearest neighbours
+    share its backdrop, not its class. 12 labels are wrong. -> vectors, labels, wrong ids."""
+    rng = np.random.default_rng(seed)
+    dim, cdims = 48, 4
+    centres = np.zeros((classes, dim))
+    centres[:, :cdims] = rng.normal(0, 1.0, (classes, cdims))
+    backdrops = np.zeros((3, dim))
+    backdrops[:, cdims:] = rng.normal(0, 3.0, (3, dim - cdims))
+    y = np.arange(n) % classes
+    scale = np.r_[np.full(cdims, 0.2), np.ones(dim - cdims)]
+    vectors = centres[y] + backdrops[rng.integers(0, 3, n)] + rng.normal(0, noise, (n, dim)) * scale
+    labels = [str(c) for c in y]
+    wrong = rng.choice(n, 12, replace=False)
+    for i in wrong:
+        labels[i] = str((y[i] + 1 + rng.integers(0, classes - 1)) % classes)
+    return vectors, labels, {int(i) + 1 for i in wrong}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_neighbours_outvoted_by_a_shared_backdrop_need_the_probe_to_agree(seed: int) -> None:
+    vectors, labels, wrong = nuisance_dataset(seed)
+    ctx = with_embeddings(knn_context(vectors, labels), vectors)
+    ctx.config.semantic.label_probe = False
+    alone = set(detect_label_errors(ctx).filter(pl.col("is_issue"))["file_id"].to_list())
+    assert len(alone - wrong) >= 30  # the neighbour vote alone: 5 % of correct labels doubted
+    ctx.config.semantic.label_probe = True
+    rows = detect_label_errors(ctx)
+    both = set(rows.filter(pl.col("is_issue"))["file_id"].to_list())
+    assert len(both - wrong) <= 6  # the probe separates the classes: <= 1 %
+    assert both <= alone  # the probe only vetoes
+    probe = ctx.stats["label_probe"]
+    assert probe["fitted"] == 600 and probe["classes"] == 6 and probe["accuracy"] > 0.8
+    flagged = rows.filter(pl.col("is_issue"))["details"].to_list()
+    assert all("a linear probe on the embeddings says" in d for d in flagged)
+
+
+def test_the_probe_keeps_wrong_labels_the_neighbours_find() -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 1.0, (6, 32))
+    y = np.arange(600) % 6
+    vectors = centres[y] + rng.normal(0, 0.35, (600, 32))
+    labels = [str(c) for c in y]
+    wrong = rng.choice(600, 12, replace=False)
+    for i in wrong:
+        labels[i] = str((y[i] + 1 + rng.integers(0, 5)) % 6)
+    ctx = with_embeddings(knn_context(vectors, labels), vectors)
+    flagged = set(detect_label_errors(ctx).filter(pl.col("is_issue"))["file_id"].to_list())
+    wrong_ids = {int(i) + 1 for i in wrong}
+    assert len(flagged & wrong_ids) >= 10 and flagged <= wrong_ids
+
+
+def product_shot(seed: int) -> Image.Image:
+    """An object with sharp edges on a backdrop of its own texture: sine stripes of some
+    period, or soft colour noise of some grain (like a rug); 96x128 px."""
+    rng = np.random.default_rng(seed)
+    h, w = 128, 96
+    xx = np.mgrid[0:h, 0:w][1].astype(np.float32)
+    if seed % 2:
+        a = np.repeat((150 + 40 * np.sin(xx / rng.uniform(2.0, 6.0)))[..., None], 3, -1)
+    else:
+        grain = rng.uniform(0.6, 2.5)
+        noise = [gaussian_filter(rng.normal(0, 1, (h, w)), grain) for _ in range(3)]
+        a = 150 + 30 * np.stack(noise, -1) / (0.28 / grain)
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+    x, y = int(rng.integers(10, 40)), int(rng.integers(10, 60))
+    pts = [(x + int(dx), y + int(dy)) for dx, dy in rng.integers(0, 50, (6, 2))]
+    ImageDraw.Draw(im).polygon(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return im
+
+
+def test_blur_on_a_soft_textured_backdrop_is_found(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    blurred = set()
+    for i in range(80):
+        folder = root / "train" / str(i % 4)
+        folder.mkdir(parents=True, exist_ok=True)
+        im = product_shot(i)
+        if i % 20 == 4:  # 4 shots on the soft backdrop, blurred by 1.2 px
+            im = im.filter(ImageFilter.GaussianBlur(1.2))
+            blurred.add(f"train/{i % 4}/{i}.jpg")
+        im.save(folder / f"{i}.jpg", quality=92)
+    rows, _ = audit(root)
+    assert flagged(rows, "blurry") == blurred
+    # the fine/coarse detail ratio alone varies with the texture more than blur moves it
+    ratio_only, _ = audit(root, "quality.blurry_max_edge=0")
+    assert flagged(ratio_only, "blurry") == set()
+
+
+def test_upscaled_odd_size_digits_are_odd_not_blurry(digits: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(digits, root)
+    rng = np.random.default_rng(5)
+    for i in range(3):  # thumbnails upscaled 4x: soft at their own pixel grid
+        digit(rng).resize((112, 112), Image.Resampling.BICUBIC).save(root / f"train/0/big{i}.png")
+    for i in range(3):
+        digit(rng).filter(ImageFilter.GaussianBlur(1.5)).save(root / f"train/1/blur{i}.png")
+    rows, _ = audit(root)
+    assert flagged(rows, "odd_size") == {f"train/0/big{i}.png" for i in range(3)}
+    assert flagged(rows, "blurry") == {f"train/1/blur{i}.png" for i in range(3)}

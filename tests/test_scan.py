@@ -622,22 +622,24 @@ def test_newer_index_is_refused(tmp_path, make_image, scan_dir):
 def test_measure_upgrade_rereads_only_the_files_it_affects(
     tmp_path, counted_reads, make_image, scan_dir, query
 ):
-    """Version 3 changed only how transparency is handled: only images with alpha are read."""
+    """Version 4 added edge_sharpness: only files with pixels are read again, not a corrupt
+    one; version 2 changed every row."""
     make_image(tmp_path / "plain.png")
     make_image(tmp_path / "clear.png", mode="RGBA", color=(0, 0, 0, 0))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     db_path = tmp_path / ".dataaudit" / "index.duckdb"
     scan_dir(tmp_path)
     assert query(db_path, "SELECT brightness_mean FROM images WHERE path = 'clear.png'") == [
         (255.0,)
     ]  # transparent pixels are white, as the embedder sees them
-    _age_index(db_path, "UPDATE meta SET value = '2' WHERE key = 'measure_version'")
+    _age_index(db_path, "UPDATE meta SET value = '3' WHERE key = 'measure_version'")
     counted_reads.clear()
     s = scan_dir(tmp_path)
-    assert counted_reads == ["clear.png"] and (s.changed, s.unchanged) == (1, 1)
+    assert sorted(counted_reads) == ["clear.png", "plain.png"] and s.unchanged == 1
     _age_index(db_path, "UPDATE meta SET value = '1' WHERE key = 'measure_version'")
     counted_reads.clear()
     scan_dir(tmp_path)
-    assert sorted(counted_reads) == ["clear.png", "plain.png"]  # version 2 changed every row
+    assert sorted(counted_reads) == ["broken.png", "clear.png", "plain.png"]
 
 
 def test_workers_never_rerun_the_callers_script(tmp_path, monkeypatch, make_image, scan_dir):

@@ -64,6 +64,7 @@ class QualityParams:
     exposure_cv_z: float = 2.0  # dark/light: grey std per unit of headroom at most this z
     blurry_max_sharpness: float = 0.3  # never blurry above this fine/coarse detail ratio
     blurry_z: float = 3.0  # blur: robust z (log detail ratio) below which an image is blurry
+    blurry_max_edge: float = 0.4  # ... or below it in edge steepness, and at most this (~1 px blur)
     low_info_max_contrast: float = 12.0  # never low_information above this grey std
     flat_contrast: float = 5.0  # unusable: grey std below this is a blank, flat image
     grayscale_max_share: float = 0.5  # flag grayscale only if fewer than this share are
@@ -86,6 +87,10 @@ class SemanticParams:
     cluster_min_size: int = 3  # fewer alike far-from-their-label images are not a cluster
     label_max_own_share: float = 0.05  # neighbours' vote share for the own label, at most
     ranked_rows: int = 100_000  # unflagged rows kept for ranking (the highest scores)
+    label_probe: bool = True  # a linear probe on the embeddings must doubt the label too
+    label_probe_dims: int = 128  # PCA dimensions the probe is fitted on (<= images / 10)
+    label_probe_c: float = 0.1  # inverse L2 strength of the probe's logistic regression
+    label_probe_max_fit: int = 20_000  # images fitted (a seeded sample beyond that)
 
 
 @dataclass
@@ -188,6 +193,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "dataset.min_common_count": (0, 1_000_000_000),
     "dataset.min_typical_side": (0, 1_000_000),
     "quality.blurry_z": (0.1, 1000.0),
+    "quality.blurry_max_edge": (0.0, 1.0),
     "quality.exposure_cv_z": (-1000.0, 1000.0),  # a z-score bound: negative is stricter
     "quality.flat_contrast": (0.0, 128.0),
     "geometry.unusable_side": (0, 1_000_000),
@@ -196,6 +202,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "semantic.cluster_z": (0.1, 1000.0),
     "semantic.cluster_min_size": (1, 1_000_000_000),
     "semantic.ranked_rows": (0, 1_000_000_000),
+    "semantic.label_probe_dims": (1, 4096),
+    "semantic.label_probe_c": (1e-6, 1e6),
+    "semantic.label_probe_max_fit": (10, 10_000_000),
     "spurious.max_rows": (1_000, 1_000_000_000),
 }
 

@@ -58,10 +58,11 @@ DETECTORS: tuple[Detector, ...] = (
              "files a loader cannot use or may trip on"),
     Detector("duplicates", ("exact_duplicate", "near_duplicate", "leakage"), detect_duplicates,
              "same bytes, same pixels, perceptual hashes and embeddings; groups across splits"),
-    Detector("quality", ("dark", "light", "blurry", "low_information", "grayscale"),
-             detect_quality, "exposure, sharpness, information and colour"),
     Detector("geometry", ("odd_size", "odd_aspect_ratio"), detect_geometry,
              "size and aspect ratio against the dataset's typical shape"),
+    Detector("quality", ("dark", "light", "blurry", "low_information", "grayscale"),
+             detect_quality, "exposure, sharpness, information and colour",
+             reads=("odd_size",)),
     Detector("outliers", ("outlier",), detect_outliers,
              "distance to the nearest neighbours in embedding space, global and per label; "
              "clusters far from their labels", reads=EXPLAINING_ISSUES),

@@ -25,7 +25,7 @@ from dataaudit.discover import INDEX_DIR_NAME
 from dataaudit.errors import DataAuditError, DataAuditWarning
 from dataaudit.store import access
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INDEX_FILE_NAME = "index.duckdb"
 _SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS images (
     contrast           REAL,                -- std of grey levels
     laplacian_var      REAL,                -- Laplacian variance on a <=128 px image
     sharpness          REAL,                -- fine/coarse Laplacian energy; low = blurry
+    edge_sharpness     REAL,                -- step / local range at the strongest edges; low = blurry
     entropy            REAL,                -- bits, 0..8, of the grey histogram
     colorfulness       REAL,                -- Hasler-Suesstrunk
     is_grayscale       BOOLEAN,             -- R = G = B (within 3 levels) everywhere
