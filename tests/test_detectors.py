@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from dataaudit.detectors.config import load_config
 from dataaudit.detectors.runner import run_detectors
@@ -136,6 +136,23 @@ def test_near_duplicate_recompressed_resized_brightened(dataset: Path) -> None:
     _only(rows, "near_duplicate", expected)
     near = rows.filter(pl.col("issue") == "near_duplicate")
     assert near.group_by("group_id").len()["len"].sort().to_list() == [2, 2, 2]
+
+
+def test_a_phash_search_over_budget_runs_at_a_lower_radius_and_says_so(dataset: Path) -> None:
+    img = Image.open(dataset / "train/cat/cat_train_1.jpg")
+    ImageEnhance.Contrast(img).enhance(1.6).save(dataset / "train/cat/contrast.jpg", quality=85)
+    rows = audit(dataset, "duplicates.phash_max_cost=1e-12")  # no radius fits: 0
+    assert flagged(rows, "near_duplicate") == set()  # the copy's pHash differs in 2 bits
+    con = open_index(dataset.parent / f"{dataset.name}.duckdb")
+    found = con.sql(
+        "SELECT message, details FROM findings WHERE finding = 'phash_radius_lowered'"
+    ).fetchall()
+    con.close()
+    assert len(found) == 1 and "radius 0, not 6" in found[0][0]
+    assert flagged(audit(dataset), "near_duplicate") == {
+        "train/cat/cat_train_1.jpg",
+        "train/cat/contrast.jpg",
+    }
 
 
 def test_leakage_across_splits(dataset: Path) -> None:

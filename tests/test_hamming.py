@@ -193,6 +193,16 @@ def test_auto_plan_is_estimated_far_cheaper_than_plain_bands_at_scale() -> None:
         )
 
 
+def test_radius_is_lowered_only_past_the_cost_budget() -> None:
+    # the default budget keeps radius 6 at a million hashes and lowers it at ten million
+    assert hamming.radius_within(6, 1_000_000, 1e9) == 6
+    lowered = hamming.radius_within(6, 10_000_000, 1e9)
+    assert 0 < lowered < 6
+    assert hamming.plan_cost(choose_plan(lowered, 10_000_000), 10_000_000) <= 1e9
+    assert hamming.plan_cost(choose_plan(lowered + 1, 10_000_000), 10_000_000) > 1e9
+    assert hamming.radius_within(6, 10_000_000, 0.0) == 0
+
+
 def test_bruteforce_reference_on_a_hand_checked_example() -> None:
     h = np.array([0b0000, 0b0111, 0b0001, -1], dtype=np.int64)
     got = hamming_pairs_bruteforce(h, 2, chunk=1)

@@ -33,6 +33,8 @@ class IntegrityParams:
 @dataclass
 class DuplicateParams:
     phash_radius: int = 6  # near-duplicate candidates: pHash Hamming distance <= this
+    phash_max_cost: float = 1.0  # ... lowered (and said so) where the search's estimated cost
+    # (hamming.plan_cost, in 1e9 units; 1M hashes at radius 6 = 0.25) would pass this; 0 = off
     dhash_radius: int = 10  # ... verified by dHash distance <= this
     min_correlation: float = 0.97  # ... and by 16x16 grey correlation >= this
     use_pixel_hash: bool = True  # same decoded pixels under another encoding = exact
@@ -162,6 +164,7 @@ class DetectConfig:
 RANGES: dict[str, tuple[float, float]] = {
     "integrity.unusual_mode_max_share": (0.0, 1.0),
     "duplicates.phash_radius": (0, 64),  # bits of a 64-bit hash
+    "duplicates.phash_max_cost": (0.0, 1e6),
     "duplicates.dhash_radius": (0, 64),
     "duplicates.min_correlation": (-1.0, 1.0),
     "duplicates.embed_min_similarity": (-1.0, 1.0),

@@ -23,9 +23,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from dataaudit.detectors.base import DetectContext, has_table, issue_rows, sql_float
+from dataaudit.detectors.base import (
+    DetectContext,
+    Finding,
+    dataset_findings,
+    has_table,
+    issue_rows,
+    sql_float,
+)
 from dataaudit.detectors.groups import PAIR_SCHEMA, empty_pairs, group_frame, rank_members
-from dataaudit.detectors.hamming import hamming_pairs
+from dataaudit.detectors.hamming import hamming_pairs, radius_within
 
 EXACT_LAYERS = ("bytes", "pixels")
 
@@ -83,6 +90,29 @@ def _same_value_pairs(ctx: DetectContext, column: str, layer: str) -> pl.DataFra
     )
 
 
+def phash_radius(ctx: DetectContext, n_distinct: int) -> int:
+    """The configured pHash radius, lowered where searching it over ``n_distinct`` hashes
+    would cost more than ``phash_max_cost``; a lowered radius is one dataset finding."""
+    p = ctx.config.duplicates
+    radius = p.phash_radius
+    if p.phash_max_cost > 0:
+        radius = radius_within(p.phash_radius, n_distinct, p.phash_max_cost * 1e9)
+    ctx.stats["phash_radius"] = radius
+    if radius < p.phash_radius:
+        dataset_findings(ctx).append(
+            Finding(
+                "phash_radius_lowered",
+                "info",
+                f"near-duplicate pHash search at radius {radius}, not {p.phash_radius}: at "
+                f"{n_distinct:,} distinct hashes radius {p.phash_radius} would take far longer "
+                "(embedding neighbours still find near copies); raise "
+                "duplicates.phash_max_cost to keep it",
+                {"configured": p.phash_radius, "used": radius, "distinct_hashes": n_distinct},
+            )
+        )
+    return radius
+
+
 def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
     p = ctx.config.duplicates
     # A nearly flat image's perceptual hash is noise: flat images would all "match".
@@ -90,7 +120,7 @@ def _phash_pairs(ctx: DetectContext) -> pl.DataFrame:
         f"SELECT file_id AS id, phash AS h FROM {{images}} WHERE {_informative_sql(ctx)} "
         "AND phash IS NOT NULL ORDER BY file_id"
     )
-    cand = hamming_pairs(ctx.con, hashes, p.phash_radius)
+    cand = hamming_pairs(ctx.con, hashes, phash_radius(ctx, hashes["h"].n_unique()))
     del hashes
     if cand.height == 0:
         return empty_pairs()
@@ -440,7 +470,7 @@ def _near_rows(ctx: DetectContext, pairs: pl.DataFrame, members: pl.DataFrame) -
         .agg(pl.first("other_path"), pl.first("layer"), pl.first("distance"), pl.len().alias("n"))
         .join(members, on="file_id")
     )
-    radius = ctx.config.duplicates.phash_radius + 1
+    radius = ctx.stats.get("phash_radius", ctx.config.duplicates.phash_radius) + 1
     score = (
         pl.when(pl.col("layer") == "phash")
         .then(1.0 - 0.5 * pl.col("distance") / radius)

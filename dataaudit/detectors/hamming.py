@@ -125,6 +125,16 @@ def choose_plan(radius: int, n: int) -> tuple[Band, ...]:
     return tuple(best[1])
 
 
+def radius_within(radius: int, n: int, max_cost: float) -> int:
+    """The largest radius <= ``radius`` whose best plan for ``n`` distinct hashes costs at
+    most ``max_cost`` (plan_cost units): the search time grows steeply with both, so at ten
+    million hashes radius 6 takes hours where 3 takes minutes (bench/README.md)."""
+    r = radius
+    while r > 0 and plan_cost(choose_plan(r, n), n) > max_cost:
+        r -= 1
+    return r
+
+
 def estimate_work(bands: Sequence[Band], n: int) -> dict[str, float]:
     """Rows probed, rows built into hash tables and candidate pairs verified, for n uniform
     distinct hashes (candidates count every (probe flip, build flip) meeting)."""
