@@ -102,6 +102,8 @@ SELECT
         AS laplacian_var,
     CASE WHEN corrupt THEN NULL WHEN blank THEN 0.0 ELSE exp(-1 + 0.5 * {_normal("s")}) END
         AS sharpness,
+    CASE WHEN corrupt THEN NULL WHEN blank THEN 0.0
+         ELSE least(1, exp(-0.35 + 0.15 * {_normal("es")})) END AS edge_sharpness,
     CASE WHEN corrupt THEN NULL WHEN blank THEN 0.1 ELSE least(8, 7 + 0.4 * {_normal("e")}) END
         AS entropy,
     CASE WHEN corrupt THEN NULL WHEN gray OR blank THEN 0.0
