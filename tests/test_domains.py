@@ -224,6 +224,12 @@ def test_shifted_and_cropped_copies_of_tiny_digits_are_near_duplicates(tmp_path:
         assert near() == copies
         # checking only each image's nearest neighbour (as before) misses both copies
         assert near("duplicates.align_ranks=1") & copies == set()
+        # a pair budget keeps the nearest ranks and says what it left unchecked
+        assert near("duplicates.align_max_pairs=60") & copies == set()
+        (message,) = con.sql(
+            "SELECT message FROM findings WHERE finding = 'aligned_check_limited'"
+        ).fetchall()[0]
+        assert "checked for 60 of 183" in message and "up to rank 2" in message  # copies: 3
     finally:
         con.close()
 

@@ -41,6 +41,7 @@ class DuplicateParams:
     embed_min_similarity: float = 0.97  # embedding cosine similarity that makes a near copy
     align_min_similarity: float = 0.8  # nearest neighbours this alike are checked for crops
     align_ranks: int = 4  # ... up to this rank (either way; tiny copies hide behind look-alikes)
+    align_max_pairs: int = 250_000  # ... at most this many pairs, nearest first (~10 ms each)
     align_min_correlation: float = 0.975  # ... and linked if their aligned thumbnails match
     align_min_content_correlation: float = 0.85  # ... and so does what differs from the
     # background (the neighbours' median) at that placement; -1 = off
@@ -165,6 +166,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "integrity.unusual_mode_max_share": (0.0, 1.0),
     "duplicates.phash_radius": (0, 64),  # bits of a 64-bit hash
     "duplicates.phash_max_cost": (0.0, 1e6),
+    "duplicates.align_max_pairs": (0, 10**9),
     "duplicates.dhash_radius": (0, 64),
     "duplicates.min_correlation": (-1.0, 1.0),
     "duplicates.embed_min_similarity": (-1.0, 1.0),

@@ -225,6 +225,7 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
         ctx.con.unregister("_found_pairs")
     if cand.height == 0:
         return empty_pairs()
+    cand = _within_pair_budget(ctx, cand)
     cand = cand.with_columns(pl.Series("corr", _pair_correlations(ctx, cand), dtype=pl.Float64))
     ctx.stats["aligned_candidates"] = cand.height
     # How alike distinct images are in this dataset: each image and its nearest neighbour.
@@ -237,6 +238,27 @@ def _aligned_pairs(ctx: DetectContext, found: pl.DataFrame) -> pl.DataFrame:
     verified = _content_agrees(ctx, verified)
     return verified.select("a", "b", pl.lit("aligned").alias("layer"),
                            (1.0 - pl.col("corr")).alias("distance"))  # fmt: skip
+
+
+def _within_pair_budget(ctx: DetectContext, cand: pl.DataFrame) -> pl.DataFrame:
+    """At most ``align_max_pairs`` candidates, the nearest ranks first: aligning costs ~10 ms
+    a pair, so past a few hundred thousand images the check would take hours. A cut is
+    said once as a dataset finding."""
+    limit = ctx.config.duplicates.align_max_pairs
+    if cand.height <= limit:
+        return cand
+    kept = cand.sort(["rank", "a", "b"]).head(limit).sort("a", "b")
+    dataset_findings(ctx).append(
+        Finding(
+            "aligned_check_limited",
+            "info",
+            f"crop/resize copies checked for {limit:,} of {cand.height:,} neighbour pairs "
+            f"(nearest first, up to rank {int(kept['rank'].max())}); raise "
+            "duplicates.align_max_pairs to check them all (about 10 ms a pair)",
+            {"checked": limit, "candidates": cand.height},
+        )
+    )
+    return kept
 
 
 def _pair_correlations(ctx: DetectContext, pairs: pl.DataFrame, chunk: int = 20_000) -> np.ndarray:
