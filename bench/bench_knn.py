@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from synth import BLOCK, cached_vectors, clustered_vectors, read_rows  # noqa: E402
+from synth import cached_vectors, clustered_vectors, exact_top_k, read_rows  # noqa: E402
 
 K = 10
 
@@ -103,31 +103,6 @@ def part_recall(n: int, dim: int, seed: int, ceiling_rows: int, threads: int) ->
     }
 
 
-def _truth(stored: np.ndarray, n: int, rows: np.ndarray, data: Path) -> np.ndarray:
-    """True top K of `rows` by brute force over all n stored vectors, cached in `data`
-    (the same file bench/knn_sweep.py writes: same rows for the same n and count)."""
-    from dataaudit.embed import knn as K_
-
-    path = data / f"truth_{n}_{len(rows)}.npy"
-    if path.exists():
-        return np.load(path)
-    q = K_._unit_rows(np.asarray(stored[rows], dtype=np.float32))
-    best_s = np.full((len(rows), K), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(rows), K), dtype=np.int64)
-    for lo in range(0, n, BLOCK):
-        hi = min(n, lo + BLOCK)
-        s = q @ K_._unit_rows(read_rows(stored, lo, hi)).T
-        self_hit = (rows >= lo) & (rows < hi)
-        s[np.flatnonzero(self_hit), rows[self_hit] - lo] = -np.inf
-        cat_s = np.concatenate([best_s, s], axis=1)
-        cat_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), s.shape)], axis=1)
-        top = np.argpartition(-cat_s, K, axis=1)[:, :K]
-        best_s = np.take_along_axis(cat_s, top, axis=1)
-        best_i = np.take_along_axis(cat_i, top, axis=1)
-    np.save(path, best_i)
-    return best_i
-
-
 def part_graph(n: int, dim: int, seed: int, queries: int, data: Path, threads: int) -> dict:
     """`build_graph`'s approximate path, step by step, on n stored vectors read in blocks."""
     from dataaudit.embed import knn as K_
@@ -169,7 +144,7 @@ def part_graph(n: int, dim: int, seed: int, queries: int, data: Path, threads: i
     # recall on a sample of rows against brute force over all original vectors
     rng = np.random.default_rng(seed + 11)
     rows = np.sort(rng.choice(n, min(queries, n), replace=False))
-    best_i = _truth(stored, n, rows, data)
+    best_i = exact_top_k(stored, n, rows, data, K)
     q = K_._unit_rows(np.asarray(stored[rows], dtype=np.float32))
     best_sim = np.einsum("qd,qkd->qk", q, K_._unit_rows(np.asarray(
         stored[best_i.ravel()], dtype=np.float32)).reshape(len(rows), K, dim)).max(axis=1)  # fmt: skip

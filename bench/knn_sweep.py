@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from synth import BLOCK, cached_vectors, read_rows  # noqa: E402
+from synth import BLOCK, cached_vectors, exact_top_k, read_rows  # noqa: E402
 
 from dataaudit.embed import knn as K_  # noqa: E402
 
@@ -54,26 +54,6 @@ def _hits(cand: np.ndarray, truth: np.ndarray) -> float:
         sum(len(set(c.tolist()) & set(t.tolist())) for c, t in zip(cand, truth, strict=True))
         / truth.size
     )
-
-
-def truth_for(stored: np.ndarray, n: int, rows: np.ndarray, path: Path) -> np.ndarray:
-    if path.exists():
-        return np.load(path)
-    q = K_._unit_rows(np.asarray(stored[rows], dtype=np.float32))
-    best_s = np.full((len(rows), K), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(rows), K), dtype=np.int64)
-    for lo in range(0, n, BLOCK):
-        hi = min(n, lo + BLOCK)
-        s = q @ K_._unit_rows(read_rows(stored, lo, hi)).T
-        hit = (rows >= lo) & (rows < hi)
-        s[np.flatnonzero(hit), rows[hit] - lo] = -np.inf
-        cat_s = np.concatenate([best_s, s], axis=1)
-        cat_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), s.shape)], axis=1)
-        top = np.argpartition(-cat_s, K, axis=1)[:, :K]
-        best_s = np.take_along_axis(cat_s, top, axis=1)
-        best_i = np.take_along_axis(cat_i, top, axis=1)
-    np.save(path, best_i)
-    return best_i
 
 
 def main() -> None:
@@ -109,7 +89,7 @@ def main() -> None:
     )
     rows = np.sort(np.random.default_rng(11).choice(n, args.queries, replace=False))
     t0 = time.perf_counter()
-    truth = truth_for(stored, n, rows, args.data / f"truth_{n}_{args.queries}.npy")
+    truth = exact_top_k(stored, n, rows, args.data, K)
     print(f"truth on {len(rows)} rows: {time.perf_counter() - t0:.0f} s", flush=True)
     cands = [int(c) for c in args.cands.split(",")]
     tq = np.random.default_rng(12).choice(n, min(args.time_queries, n), replace=False)

@@ -87,3 +87,31 @@ def read_rows(stored: np.memmap, lo: int, hi: int) -> np.ndarray:
         f.seek(stored.offset + lo * row_bytes)
         f.readinto(memoryview(out).cast("B"))
     return out.astype(np.float32)
+
+
+def exact_top_k(
+    stored: np.ndarray, n: int, rows: np.ndarray, data: Path, k: int = 10
+) -> np.ndarray:
+    """True top ``k`` neighbours (by cosine, self excluded) of ``rows`` among the first ``n``
+    stored vectors, by brute force in blocks; cached as ``data/truth_{n}_{len(rows)}.npy``
+    (the ground truth bench_knn.py and knn_sweep.py share)."""
+    from dataaudit.embed.knn import _unit_rows
+
+    path = data / f"truth_{n}_{len(rows)}.npy"
+    if path.exists():
+        return np.load(path)
+    q = _unit_rows(np.asarray(stored[rows], dtype=np.float32))
+    best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(rows), k), dtype=np.int64)
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        s = q @ _unit_rows(read_rows(stored, lo, hi)).T
+        self_hit = (rows >= lo) & (rows < hi)
+        s[np.flatnonzero(self_hit), rows[self_hit] - lo] = -np.inf
+        cat_s = np.concatenate([best_s, s], axis=1)
+        cat_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), s.shape)], axis=1)
+        top = np.argpartition(-cat_s, k, axis=1)[:, :k]
+        best_s = np.take_along_axis(cat_s, top, axis=1)
+        best_i = np.take_along_axis(cat_i, top, axis=1)
+    np.save(path, best_i)
+    return best_i
