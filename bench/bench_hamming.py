@@ -32,7 +32,6 @@ when it passed half the core count. Raw numbers go to bench/results/ as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -46,6 +45,9 @@ import polars as pl
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from harness import save_results, warn_if_loaded  # noqa: E402
 
 from dataaudit.detectors.hamming import (  # noqa: E402
     choose_plan,
@@ -338,16 +340,8 @@ def main() -> None:
                 f"{v['near_copies']}, pairs of different untouched photos {v['untouched_pairs']}"
             )
 
-    load = max(load_before, os.getloadavg()[0])
-    results["load_1min_max"] = load
-    if load > cores / 2:
-        print(f"\nWARNING: 1-minute load average reached {load:.1f} on {cores} cores: other work "
-              "competed, absolute times are inflated; compare ratios.")  # fmt: skip
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / f"bench_hamming-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nraw results: {out}")
+    results["load_1min_max"] = warn_if_loaded(load_before, cores)
+    save_results("bench_hamming", results)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ The machine is shared: load average and CPU seconds are printed; wall time on an
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -52,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from harness import save_results, warn_if_loaded  # noqa: E402
 from synth import cached_vectors, clustered_vectors, exact_top_k, read_rows  # noqa: E402
 
 K = 10
@@ -320,14 +320,8 @@ def main() -> None:
               f"{s['table_checksum'] == s['parquet_checksum']}")  # fmt: skip
 
     results["load_after"] = os.getloadavg()[0]
-    if max(results["load_before"], results["load_after"]) > cores / 2:
-        print(f"\nWARNING: load average {results['load_after']:.1f} on {cores} cores: other "
-              "work competed; wall times are inflated, CPU seconds less so.")  # fmt: skip
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench_knn-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nraw results: {path}")
+    warn_if_loaded(results["load_before"], cores)
+    save_results("bench_knn", results)
 
 
 if __name__ == "__main__":

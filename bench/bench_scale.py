@@ -21,7 +21,6 @@ printed with its ratio (linear growth would be 10x from 1M to 10M).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("bench_scale.py needs psutil: pip install psutil")
 
+from harness import save_results, warn_if_loaded  # noqa: E402
 from make_synth_index import build  # noqa: E402
 
 
@@ -142,14 +142,8 @@ def main() -> None:
                   f"{'' if ok else ', the large run did not finish'}); time ratio "
                   f"{b['seconds'] / a['seconds']:.1f}, CPU ratio {b['cpu_s'] / a['cpu_s']:.1f}")  # fmt: skip
     results["load_after"] = os.getloadavg()[0]
-    if max(results["load_before"], results["load_after"]) > cores / 2:
-        print(f"\nWARNING: load average {results['load_after']:.1f} on {cores} cores: other "
-              "work competed; wall times are inflated, CPU seconds less so.")  # fmt: skip
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"bench_scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nraw results: {path}")
+    warn_if_loaded(results["load_before"], cores)
+    save_results("bench_scale", results)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from harness import save_results  # noqa: E402
 from synth import BLOCK, cached_vectors, exact_top_k, read_rows  # noqa: E402
 
 from dataaudit.embed import knn as K_  # noqa: E402
@@ -177,11 +178,7 @@ def main() -> None:
                      "all_rows_cpu_s": _cpu() - c0, "recall": _hits(ids[rows], truth)}  # fmt: skip
                 results.append(r)
                 print(json.dumps(r), flush=True)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"knn_sweep-{n}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"raw results: {path}")
+    save_results(f"knn_sweep-{n}", results)
 
 
 if __name__ == "__main__":
